@@ -1,0 +1,147 @@
+"""Safe, deterministic storage of tensors and models (safetensors, never pickle).
+
+A model file is self-describing: its safetensors header carries the model's registry name,
+input shape, class count and constructor arguments, so loading rebuilds the architecture from
+the registry and fills in the weights. Writes are atomic (temporary file, then rename), and the
+same tensors always serialise to the same bytes, so content hashes are stable lineage ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+from pgu.core.models import build_model
+
+META_KEY = "pgu"  # one header key holding sorted JSON: header bytes do not depend on dict order
+
+
+class CheckpointError(ValueError):
+    """A stored tensor or model file is missing, corrupt or of the wrong kind."""
+
+
+@dataclass
+class TensorBundle:
+    """Named tensors plus JSON-able metadata, stored together in one safetensors file."""
+
+    tensors: dict[str, Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tensors_to_bytes(tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> bytes:
+    """Serialise CPU-contiguous copies of ``tensors`` with JSON ``meta`` in the header."""
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
+    return st_save(cpu, metadata=header)
+
+
+def tensors_from_bytes(data: bytes, what: str = "tensor file") -> tuple[dict[str, Tensor], dict]:
+    """Inverse of :func:`tensors_to_bytes`; raises CheckpointError on corrupt input."""
+    try:
+        tensors = st_load(data)
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n])
+    except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{what} is not a valid safetensors file ({exc})") from exc
+    meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
+    return tensors, meta
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict | None = None) -> str:
+    """Atomically write ``tensors`` to ``path``; returns the sha256 of the bytes written."""
+    data = tensors_to_bytes(tensors, meta)
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict]:
+    """Read a safetensors file written by :func:`save_tensors`: (tensors, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; run the pipeline that produces it first")
+    return tensors_from_bytes(path.read_bytes(), what=str(path))
+
+
+def model_spec(name: str, in_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> dict:
+    """The JSON-able description from which :func:`build_from_spec` rebuilds a model."""
+    return {
+        "name": name,
+        "in_shape": list(in_shape),
+        "num_classes": int(num_classes),
+        "kwargs": kwargs,
+    }
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    """Build an untrained model from its spec and remember the spec on the module."""
+    model = build_model(spec["name"], tuple(spec["in_shape"]), spec["num_classes"], **spec["kwargs"])
+    model.pgu_spec = spec  # type: ignore[assignment]
+    return model
+
+
+def model_to_bytes(model: nn.Module) -> bytes:
+    """Serialise a model built by :func:`build_from_spec` (weights, buffers and its spec)."""
+    spec = getattr(model, "pgu_spec", None)
+    if spec is None:
+        raise CheckpointError("model has no pgu_spec; build it with pgu.core.checkpoint.build_from_spec")
+    meta = {"kind": "model", "spec": spec}
+    return tensors_to_bytes(dict(model.state_dict()), meta)
+
+
+def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
+    """Rebuild a model from bytes written by :func:`model_to_bytes`; eval mode, CPU."""
+    tensors, meta = tensors_from_bytes(data, what)
+    if meta.get("kind") != "model" or "spec" not in meta:
+        raise CheckpointError(f"{what} holds tensors but no model spec; it is not a pgu model file")
+    model = build_from_spec(meta["spec"])
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{what} does not match architecture {meta['spec']['name']}: {exc}") from exc
+    return model.eval()
+
+
+def model_hash(model: nn.Module) -> str:
+    """Content id of a model: sha256 of its serialised bytes (the same as its file's sha256)."""
+    return sha256_bytes(model_to_bytes(model))

@@ -1,0 +1,105 @@
+"""Kedro datasets that store tensors and models as safetensors files.
+
+``TensorBundleDataset`` holds named tensors plus JSON metadata (sample bundles, representation
+matrices, bases). ``ModelDataset`` holds an ``nn.Module`` built from the model registry: the file
+carries the architecture's spec, so loading needs no Python objects and no pickle. Both write
+atomically, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import AbstractDataset, DatasetError
+from torch import Tensor, nn
+
+from pgu.core.checkpoint import (
+    CheckpointError,
+    TensorBundle,
+    atomic_write_bytes,
+    model_from_bytes,
+    model_to_bytes,
+    tensors_from_bytes,
+    tensors_to_bytes,
+)
+
+
+class _SafetensorsFile(AbstractDataset):
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def _read(self) -> bytes:
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(f"{path} does not exist; run the pipeline that produces it first")
+        return path.read_bytes()
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class TensorBundleDataset(_SafetensorsFile):
+    """Named tensors and metadata in one safetensors file.
+
+    Example catalog entry::
+
+        representation_full:
+          type: pgu.datasets.TensorBundleDataset
+          filepath: data/04_feature/representation_full.safetensors
+    """
+
+    def load(self) -> TensorBundle:
+        try:
+            tensors, meta = tensors_from_bytes(self._read(), what=str(self._filepath))
+        except CheckpointError as exc:
+            raise DatasetError(str(exc)) from exc
+        return TensorBundle(tensors, meta)
+
+    def save(self, data: TensorBundle | dict[str, Tensor]) -> None:
+        bundle = data if isinstance(data, TensorBundle) else TensorBundle(dict(data))
+        atomic_write_bytes(self._filepath, tensors_to_bytes(bundle.tensors, bundle.meta))
+
+    def preview(self) -> str:
+        """Tensor names and shapes, for Kedro-Viz."""
+        bundle = self.load()
+        return json.dumps(
+            {
+                "tensors": {k: list(v.shape) for k, v in bundle.tensors.items()},
+                "meta": {k: v for k, v in bundle.meta.items() if not isinstance(v, list | dict)},
+            }
+        )
+
+
+class ModelDataset(_SafetensorsFile):
+    """A registry model (``pgu.core.models``) with its spec in the safetensors header.
+
+    Example catalog entry::
+
+        original_model:
+          type: pgu.datasets.ModelDataset
+          filepath: data/06_models/original/model.safetensors
+    """
+
+    def load(self) -> nn.Module:
+        try:
+            return model_from_bytes(self._read(), what=str(self._filepath))
+        except CheckpointError as exc:
+            raise DatasetError(
+                f"{exc}. The model file is corrupt or was not written by pgu: "
+                "delete it and rerun `kedro run --pipeline train`."
+            ) from exc
+
+    def save(self, data: nn.Module) -> None:
+        atomic_write_bytes(self._filepath, model_to_bytes(data))
+
+    def preview(self) -> str:
+        """The model's spec and parameter count, for Kedro-Viz."""
+        model = self.load()
+        n = sum(p.numel() for p in model.parameters())
+        return json.dumps({"spec": model.pgu_spec, "parameters": n})
