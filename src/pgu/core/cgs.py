@@ -1,0 +1,181 @@
+"""Core Gradient Space (CGS): per-layer bases of the retained inputs (METHOD.md sections 2-3).
+
+From the representation matrices kept at training time (R_full) and those of a deletion
+request (R_forget), the retain statistics are R_retain = R_full - R_forget (exact when both
+come from the same model version). Each R_retain = U diag(lambda) U^T is eigen-decomposed;
+with sigma_i = sqrt(lambda_i) (the singular values of the stacked input rows), the CGS basis
+is M = U[:, :k], where k is the number of leading sigma whose cumulative share of sum(sigma)
+is at most gamma. Gradients are later projected onto the complement of span(M), so that the
+layer's response to the retained inputs stays (nearly) unchanged.
+
+gamma = 1 means "freeze the layer": k = d by definition, the basis spans the whole input
+space and the projection removes every gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+# Slack for the "cumulative share <= gamma" test, so that a share equal to gamma up to
+# round-off (e.g. 0.7 computed as 0.7000000000000001) still counts.
+RATIO_TOL = 1e-9
+
+# A negative eigenvalue below -NEGATIVE_WARN * max|lambda| is more than round-off: warn.
+NEGATIVE_WARN = 1e-8
+
+
+def retain_statistics(
+    full: Mapping[str, Tensor], forget: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """R_retain = R_full - R_forget per layer, symmetrised, in float64.
+
+    Args:
+        full: ``{layer: (d, d)}`` over the whole training set.
+        forget: ``{layer: (d, d)}`` over the forget set, from the same model version.
+
+    Returns:
+        ``{layer: (d, d) float64}`` equal to (A + A^T) / 2 with A = full - forget.
+
+    Raises:
+        ValueError: the two mappings have different layers or a layer's shapes differ.
+    """
+    missing = sorted(set(full) - set(forget))
+    extra = sorted(set(forget) - set(full))
+    if missing or extra:
+        raise ValueError(
+            f"layer mismatch: missing in forget statistics {missing}, "
+            f"not in full statistics {extra}"
+        )
+    retain: dict[str, Tensor] = {}
+    for name, r_full in full.items():
+        r_forget = forget[name]
+        if r_full.shape != r_forget.shape:
+            raise ValueError(
+                f"layer {name!r}: full shape {tuple(r_full.shape)} != "
+                f"forget shape {tuple(r_forget.shape)}"
+            )
+        a = r_full.to(torch.float64) - r_forget.to(torch.float64)  # (d, d)
+        retain[name] = (a + a.T) / 2
+    return retain
+
+
+def spectrum(r: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of a symmetric PSD matrix, eigenvalues descending.
+
+    Args:
+        r: (d, d) symmetric PSD (e.g. a representation matrix); computed in float64.
+
+    Returns:
+        ``(lam, U)``: lam (d,) float64 descending, with negative round-off clamped to 0;
+        U (d, d) float64 whose column i is the eigenvector of lam[i].
+    """
+    if r.dim() != 2 or r.shape[0] != r.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {tuple(r.shape)}")
+    r = r.to(torch.float64)
+    lam, u = torch.linalg.eigh((r + r.T) / 2)  # ascending
+    lam, u = lam.flip(0), u.flip(1)  # (d,), (d, d) descending
+    if lam.numel() and lam[-1] < -NEGATIVE_WARN * lam.abs().max():
+        logger.warning(
+            "matrix is not PSD: eigenvalue %.3e vs largest %.3e; clamping to 0",
+            lam[-1].item(),
+            lam[0].item(),
+        )
+    return lam.clamp_min(0.0), u
+
+
+def singular_values(r: Tensor) -> Tensor:
+    """sigma = sqrt(max(lambda, 0)) of a symmetric PSD (d, d) matrix, descending, float64 (d,)."""
+    if r.dim() != 2 or r.shape[0] != r.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {tuple(r.shape)}")
+    r = r.to(torch.float64)
+    lam = torch.linalg.eigvalsh((r + r.T) / 2).flip(0)  # (d,) descending
+    return lam.clamp_min(0.0).sqrt()
+
+
+def basis_size(sigma: Tensor, gamma: float) -> int:
+    """Number k of leading singular values kept in the CGS basis.
+
+    k = #{i : sum_{j<=i} sigma_j / sum_j sigma_j <= gamma} (plain sigma, not sigma^2, as in
+    the reference code), with a float slack of ``RATIO_TOL``. Special cases: gamma == 1 gives
+    k = d (the layer is frozen, even if trailing sigma are 0); all-zero sigma with gamma < 1
+    gives k = 0 (no retained inputs: nothing to protect).
+
+    Args:
+        sigma: (d,) non-negative, descending.
+        gamma: energy threshold in (0, 1].
+
+    Returns:
+        k in [0, d].
+
+    Raises:
+        ValueError: gamma outside (0, 1], or sigma not 1-D, negative or not descending.
+    """
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    if sigma.dim() != 1:
+        raise ValueError(f"sigma must be 1-D, got shape {tuple(sigma.shape)}")
+    sigma = sigma.to(torch.float64)
+    if (sigma < 0).any():
+        raise ValueError("sigma must be non-negative")
+    if (sigma[1:] > sigma[:-1]).any():
+        raise ValueError("sigma must be sorted in descending order")
+    d = sigma.numel()
+    if gamma == 1.0:
+        return d
+    total = sigma.sum()
+    if total <= 0:
+        return 0
+    share = torch.cumsum(sigma, 0) / total  # (d,) non-decreasing, last = 1
+    return int((share <= gamma + RATIO_TOL).sum().item())
+
+
+def compute_bases(
+    retain: Mapping[str, Tensor],
+    gamma: float = 0.95,
+    overrides: Mapping[str, float] | None = None,
+) -> tuple[dict[str, Tensor], list[dict]]:
+    """CGS bases M_l = U[:, :k_l] of every layer's retain statistics.
+
+    Args:
+        retain: ``{layer: R_retain (d, d)}``.
+        gamma: default threshold in (0, 1]; 1 freezes a layer.
+        overrides: per-layer thresholds ``{layer: gamma_l}``.
+
+    Returns:
+        ``(bases, summary)``: bases ``{layer: M (d, k) float32 contiguous}`` with orthonormal
+        columns; summary, one dict per layer in ``retain`` order with keys ``layer``, ``d``,
+        ``k``, ``k_over_d``, ``gamma`` and ``frozen`` (k == d, i.e. gamma == 1).
+
+    Raises:
+        ValueError: an override names a layer not in ``retain``, or a gamma is invalid.
+    """
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(retain))
+    if unknown:
+        raise ValueError(f"gamma overrides for unknown layers {unknown}; valid: {list(retain)}")
+    bases: dict[str, Tensor] = {}
+    summary: list[dict] = []
+    for name, r in retain.items():
+        g = float(overrides.get(name, gamma))
+        lam, u = spectrum(r)  # (d,), (d, d)
+        k = basis_size(lam.sqrt(), g)
+        d = lam.numel()
+        bases[name] = u[:, :k].to(torch.float32).contiguous()  # (d, k)
+        summary.append(
+            {
+                "layer": name,
+                "d": d,
+                "k": k,
+                "k_over_d": k / d if d else 0.0,
+                "gamma": g,
+                "frozen": k == d,
+            }
+        )
+        logger.info("CGS %s: gamma %.3f keeps k=%d of d=%d", name, g, k, d)
+    return bases, summary

@@ -1,0 +1,152 @@
+"""Tests for pgu.core.cgs: spectra, the basis-size rule, bases and retain statistics."""
+
+import pytest
+import torch
+
+from pgu.core.cgs import (
+    basis_size,
+    compute_bases,
+    retain_statistics,
+    singular_values,
+    spectrum,
+)
+
+
+def random_psd(d: int, rank: int, seed: int = 0) -> torch.Tensor:
+    """A (d, d) float64 PSD matrix of the given rank: A^T A with A (rank, d)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(rank, d, generator=g, dtype=torch.float64)
+    return a.T @ a
+
+
+def test_spectrum_reconstructs_and_is_descending_nonnegative():
+    r = random_psd(12, 7)
+    lam, u = spectrum(r)
+    assert lam.shape == (12,) and u.shape == (12, 12)
+    assert (lam[:-1] >= lam[1:]).all()
+    assert (lam >= 0).all()
+    torch.testing.assert_close(u @ torch.diag(lam) @ u.T, r, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(u.T @ u, torch.eye(12, dtype=torch.float64), atol=1e-12, rtol=0)
+    # rank 7: the trailing eigenvalues are round-off, clamped to exactly >= 0
+    assert lam[7:].max() <= 1e-10 * lam[0]
+
+
+def test_spectrum_clamps_small_negative_round_off():
+    r = torch.diag(torch.tensor([3.0, 1.0, -1e-14], dtype=torch.float64))
+    lam, _ = spectrum(r)
+    assert lam.tolist() == [3.0, 1.0, 0.0]
+
+
+def test_singular_values_are_sqrt_of_eigenvalues():
+    r = random_psd(9, 9, seed=1)
+    lam, _ = spectrum(r)
+    torch.testing.assert_close(singular_values(r), lam.sqrt())
+
+
+@pytest.mark.parametrize(
+    ("gamma", "k"),
+    [(0.3, 0), (0.4, 1), (0.5, 1), (0.7, 2), (0.75, 2), (0.9, 3), (0.95, 3), (0.999, 3), (1.0, 4)],
+)
+def test_basis_size_rule_on_hand_made_sigma(gamma, k):
+    # cumulative shares 0.4, 0.7, 0.9, 1.0; a share equal to gamma counts
+    sigma = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    assert basis_size(sigma, gamma) == k
+
+
+def test_basis_size_uses_sigma_not_sigma_squared():
+    # sigma shares: 0.5, 1.0  -> gamma 0.6 keeps 1; with sigma^2 (0.8, 1.0) it would keep 0
+    assert basis_size(torch.tensor([1.0, 1.0]), 0.6) == 1
+    # sigma^2 shares would be 0.8, 1.0 for sigma (2, 1); sigma shares are 0.667, 1.0
+    assert basis_size(torch.tensor([2.0, 1.0]), 0.7) == 1
+    assert basis_size(torch.tensor([2.0, 1.0]), 0.65) == 0
+
+
+def test_basis_size_gamma_one_freezes_even_with_zero_tail():
+    sigma = torch.tensor([5.0, 2.0, 0.0, 0.0])
+    assert basis_size(sigma, 1.0) == 4
+    assert basis_size(sigma, 0.99) == 1  # shares 5/7, 1, 1, 1
+
+
+def test_basis_size_all_zero_sigma():
+    assert basis_size(torch.zeros(5), 0.95) == 0
+    assert basis_size(torch.zeros(5), 1.0) == 5
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.1, 1.0001, 2.0])
+def test_basis_size_rejects_bad_gamma(gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        basis_size(torch.tensor([1.0, 0.5]), gamma)
+
+
+def test_basis_size_rejects_unsorted_or_negative_sigma():
+    with pytest.raises(ValueError, match="descending"):
+        basis_size(torch.tensor([1.0, 2.0]), 0.9)
+    with pytest.raises(ValueError, match="non-negative"):
+        basis_size(torch.tensor([1.0, -0.5]), 0.9)
+
+
+def test_compute_bases_orthonormal_and_summary():
+    retain = {"a": random_psd(10, 10, seed=2), "b": random_psd(6, 3, seed=3)}
+    bases, summary = compute_bases(retain, gamma=0.8)
+    assert list(bases) == ["a", "b"]
+    for name, m in bases.items():
+        k = m.shape[1]
+        assert m.dtype == torch.float32 and m.is_contiguous()
+        assert m.shape[0] == retain[name].shape[0]
+        torch.testing.assert_close(m.T @ m, torch.eye(k), atol=1e-5, rtol=0)
+        # the kept directions are the leading eigenvectors
+        lam, u = spectrum(retain[name])
+        assert k == basis_size(lam.sqrt(), 0.8)
+        torch.testing.assert_close(
+            (m.double() @ m.double().T), u[:, :k] @ u[:, :k].T, atol=1e-6, rtol=0
+        )
+    assert [s["layer"] for s in summary] == ["a", "b"]
+    for s in summary:
+        assert set(s) == {"layer", "d", "k", "k_over_d", "gamma", "frozen"}
+        assert s["k"] == bases[s["layer"]].shape[1]
+        assert s["k_over_d"] == pytest.approx(s["k"] / s["d"])
+        assert s["gamma"] == 0.8 and s["frozen"] is False
+    assert 0 < summary[0]["k"] < 10
+    assert summary[1]["k"] <= 3  # rank 3: the null space is never kept for gamma < 1
+
+
+def test_compute_bases_overrides_and_freeze():
+    retain = {"a": random_psd(8, 8, seed=4), "b": random_psd(5, 5, seed=5)}
+    bases, summary = compute_bases(retain, gamma=0.5, overrides={"b": 1.0})
+    assert bases["b"].shape == (5, 5)
+    assert summary[1]["frozen"] is True and summary[1]["gamma"] == 1.0
+    assert summary[0]["gamma"] == 0.5 and bases["a"].shape[1] < 8
+    torch.testing.assert_close(bases["b"] @ bases["b"].T, torch.eye(5), atol=1e-5, rtol=0)
+
+
+def test_compute_bases_unknown_override_lists_layers():
+    with pytest.raises(ValueError, match="'a'"):
+        compute_bases({"a": random_psd(3, 3)}, overrides={"zz": 0.9})
+
+
+def test_compute_bases_zero_matrix_gives_empty_basis():
+    bases, summary = compute_bases({"a": torch.zeros(4, 4, dtype=torch.float64)}, gamma=0.95)
+    assert bases["a"].shape == (4, 0)
+    assert summary[0]["k"] == 0
+
+
+def test_retain_statistics_subtracts_and_symmetrises():
+    full = {"a": random_psd(4, 4, seed=6), "b": random_psd(3, 3, seed=7).float()}
+    forget = {"a": random_psd(4, 1, seed=8), "b": random_psd(3, 1, seed=9).float()}
+    forget["a"][0, 1] += 1e-3  # slight asymmetry is averaged away
+    retain = retain_statistics(full, forget)
+    for name in full:
+        assert retain[name].dtype == torch.float64
+        torch.testing.assert_close(retain[name], retain[name].T, atol=0, rtol=0)
+    expected = full["a"] - forget["a"]
+    torch.testing.assert_close(retain["a"], (expected + expected.T) / 2)
+
+
+def test_retain_statistics_key_and_shape_mismatch():
+    a = random_psd(3, 3)
+    with pytest.raises(ValueError, match="'b'"):
+        retain_statistics({"a": a, "b": a}, {"a": a})
+    with pytest.raises(ValueError, match="'c'"):
+        retain_statistics({"a": a}, {"a": a, "c": a})
+    with pytest.raises(ValueError, match="shape"):
+        retain_statistics({"a": a}, {"a": random_psd(4, 4)})

@@ -1,0 +1,424 @@
+"""Tests for pgu.core.sources: every data source on tiny fixtures written to tmp_path."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pgu.core.sources import SOURCES, DataSourceError, RawData, load_source
+
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# fixture writers
+
+
+def _dump(path: Path, entry: object) -> None:
+    with path.open("wb") as f:
+        pickle.dump(entry, f)
+
+
+def _cifar_rows(n: int, offset: int) -> np.ndarray:
+    """(n, 3072) uint8 rows whose first pixel identifies the row."""
+    data = np.zeros((n, 3072), dtype=np.uint8)
+    data[:, 0] = np.arange(offset, offset + n, dtype=np.uint8)  # R plane, pixel (0, 0)
+    data[:, 1024] = 200  # G plane, pixel (0, 0)
+    return data
+
+
+def _write_cifar10(root: Path, rows_per_batch: int = 3, subdir: str = "cifar-10-batches-py"):
+    folder = root / subdir
+    folder.mkdir(parents=True)
+    _dump(folder / "batches.meta", {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 3})
+    offset = 0
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [(offset + i) % 10 for i in range(rows_per_batch)]
+        _dump(
+            folder / name,
+            {"data": _cifar_rows(rows_per_batch, offset), "labels": labels, "batch_label": name},
+        )
+        offset += rows_per_batch
+    return folder
+
+
+def _write_cifar100(root: Path) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    fine = [f"class_{i:02d}" for i in range(100)]
+    _dump(folder / "meta", {"fine_label_names": fine, "coarse_label_names": ["c"] * 20})
+    _dump(
+        folder / "train",
+        {"data": _cifar_rows(4, 0), "fine_labels": [0, 99, 5, 5], "coarse_labels": [0] * 4},
+    )
+    _dump(
+        folder / "test",
+        {"data": _cifar_rows(2, 4), "fine_labels": [7, 8], "coarse_labels": [0] * 2},
+    )
+    return folder
+
+
+def _png(path: Path, value: int, size: tuple[int, int] = (4, 4), mode: str = "RGB") -> None:
+    """Write a solid image of ``size`` (H, W)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = (value, value // 2, 255 - value) if mode == "RGB" else value
+    Image.new(mode, (size[1], size[0]), color).save(path)
+
+
+def _write_flat_folder(folder: Path) -> None:
+    """3 classes of 4x4 PNGs: ant (2), bee (3), cat (1); written in non-sorted order."""
+    _png(folder / "cat" / "c0.png", 30)
+    _png(folder / "bee" / "b2.png", 22)
+    _png(folder / "bee" / "b0.png", 20)
+    _png(folder / "bee" / "b1.png", 21)
+    _png(folder / "ant" / "a1.PNG", 11)
+    _png(folder / "ant" / "a0.png", 10)
+    (folder / "ant" / "notes.txt").write_text("not an image")
+
+
+# --------------------------------------------------------------------------------------------
+# digits
+
+
+def test_digits_shapes_dtypes_classes() -> None:
+    raw = load_source("digits")
+    assert isinstance(raw, RawData)
+    assert raw.x.shape == (1797, 1, 8, 8)
+    assert raw.x.dtype == np.float32
+    assert 0.0 <= raw.x.min() and raw.x.max() <= 1.0 and raw.x.max() == 1.0
+    assert raw.y.shape == (1797,) and raw.y.dtype == np.int64
+    assert raw.classes == [str(i) for i in range(10)]
+    assert set(raw.y.tolist()) == set(range(10))
+    assert len(raw.keys) == 1797 and len(set(raw.keys)) == 1797
+    assert raw.keys[12] == "digits/0012"
+    assert raw.origin.shape == (1797,) and set(raw.origin.tolist()) == {"train"}
+
+
+def test_digits_values_are_sklearn_over_16() -> None:
+    from sklearn.datasets import load_digits
+
+    raw = load_source("digits")
+    expected = load_digits().data.reshape(-1, 1, 8, 8) / 16.0
+    np.testing.assert_allclose(raw.x, expected, rtol=0, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR
+
+
+def test_cifar10_batches(tmp_path: Path) -> None:
+    _write_cifar10(tmp_path)
+    raw = load_source("cifar10", root=tmp_path)
+    assert raw.x.shape == (18, 3, 32, 32) and raw.x.dtype == np.uint8
+    assert raw.y.dtype == np.int64 and raw.y.tolist() == [i % 10 for i in range(18)]
+    assert raw.classes == CIFAR10_CLASSES
+    assert raw.origin.tolist() == ["train"] * 15 + ["test"] * 3
+    assert raw.keys[0] == "cifar10/data_batch_1/0"
+    assert raw.keys[4] == "cifar10/data_batch_2/1"
+    assert raw.keys[-1] == "cifar10/test_batch/2"
+    # Rows are R, G, B planes of 32x32 in row-major order.
+    assert raw.x[:, 0, 0, 0].tolist() == list(range(18))
+    assert (raw.x[:, 1, 0, 0] == 200).all()
+    assert raw.x[:, 2].sum() == 0
+
+
+def test_cifar10_subdir_option_and_bytes_keys(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path, subdir="my-cifar")
+    # Files written by Python 3 with bytes keys (as with encoding="bytes") load too.
+    entry = {b"data": _cifar_rows(2, 0), b"labels": [1, 2]}
+    _dump(folder / "test_batch", entry)
+    _dump(folder / "batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
+    raw = load_source("cifar10", root=tmp_path, subdir="my-cifar")
+    assert raw.x.shape == (17, 3, 32, 32)
+    assert raw.y[-2:].tolist() == [1, 2]
+    assert raw.classes == CIFAR10_CLASSES
+
+
+def test_cifar100_train_and_test(tmp_path: Path) -> None:
+    _write_cifar100(tmp_path)
+    raw = load_source("cifar100", root=tmp_path)
+    assert raw.x.shape == (6, 3, 32, 32) and raw.x.dtype == np.uint8
+    assert raw.y.tolist() == [0, 99, 5, 5, 7, 8]
+    assert len(raw.classes) == 100 and raw.classes[99] == "class_99"
+    assert raw.origin.tolist() == ["train"] * 4 + ["test"] * 2
+    assert raw.keys == [f"cifar100/train/{i}" for i in range(4)] + [
+        "cifar100/test/0",
+        "cifar100/test/1",
+    ]
+
+
+def test_cifar10_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(
+        DataSourceError, match=r"CIFAR-10 batches not found at .*cifar-10-batches-py"
+    ):
+        load_source("cifar10", root=tmp_path)
+    with pytest.raises(DataSourceError, match=r"cifar-10-python\.tar\.gz.*kriz/cifar\.html"):
+        load_source("cifar10", root=tmp_path)
+
+
+def test_cifar100_missing_file(tmp_path: Path) -> None:
+    folder = _write_cifar100(tmp_path)
+    (folder / "test").unlink()
+    with pytest.raises(DataSourceError, match=r"CIFAR-100 .*missing test.*cifar-100-python\.tar"):
+        load_source("cifar100", root=tmp_path)
+
+
+def test_cifar10_corrupt_pickle(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    (folder / "data_batch_3").write_bytes(b"this is not a pickle")
+    with pytest.raises(DataSourceError, match=r"Corrupt CIFAR-10 file .*data_batch_3"):
+        load_source("cifar10", root=tmp_path)
+
+
+def test_cifar10_batch_missing_keys(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    _dump(folder / "data_batch_2", {"data": _cifar_rows(3, 0)})
+    with pytest.raises(DataSourceError, match=r"data_batch_2: missing key\(s\) labels"):
+        load_source("cifar10", root=tmp_path)
+
+
+def test_cifar10_batch_wrong_shape(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    _dump(folder / "test_batch", {"data": np.zeros((3, 100), np.uint8), "labels": [0, 1, 2]})
+    with pytest.raises(DataSourceError, match=r"test_batch: 'data' has shape \(3, 100\)"):
+        load_source("cifar10", root=tmp_path)
+    _dump(folder / "test_batch", {"data": _cifar_rows(3, 0), "labels": [0, 1]})
+    with pytest.raises(DataSourceError, match=r"test_batch: 'labels' has shape \(2,\)"):
+        load_source("cifar10", root=tmp_path)
+    _dump(folder / "test_batch", {"data": _cifar_rows(3, 0), "labels": [0, 1, 10]})
+    with pytest.raises(
+        DataSourceError, match=r"test_batch: 'labels' must be integers in \[0, 10\)"
+    ):
+        load_source("cifar10", root=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# image_folder
+
+
+def test_image_folder_flat_layout(tmp_path: Path) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    raw = load_source("image_folder", root=tmp_path, path="pets", workers=2)
+    assert raw.classes == ["ant", "bee", "cat"]
+    assert raw.keys == [
+        "ant/a0.png",
+        "ant/a1.PNG",
+        "bee/b0.png",
+        "bee/b1.png",
+        "bee/b2.png",
+        "cat/c0.png",
+    ]
+    assert raw.y.tolist() == [0, 0, 1, 1, 1, 2] and raw.y.dtype == np.int64
+    assert raw.x.shape == (6, 3, 4, 4) and raw.x.dtype == np.uint8
+    assert raw.x[:, 0, 0, 0].tolist() == [10, 11, 20, 21, 22, 30]  # R channel
+    assert raw.x[:, 2, 3, 3].tolist() == [245, 244, 235, 234, 233, 225]  # B channel
+    assert set(raw.origin.tolist()) == {"train"}
+
+
+def test_image_folder_train_test_layout(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar10-jpg"
+    for origin, base in (("test", 100), ("train", 0)):
+        for c, name in enumerate(["airplane", "cat"]):
+            for i in range(2):
+                _png(folder / origin / name / f"{i:04d}.png", base + 10 * c + i)
+    raw = load_source("image_folder", root=tmp_path, path="cifar10-jpg")
+    assert raw.classes == ["airplane", "cat"]
+    assert raw.origin.tolist() == ["train"] * 4 + ["test"] * 4
+    assert raw.keys[0] == "train/airplane/0000.png"
+    assert raw.keys[-1] == "test/cat/0001.png"
+    assert raw.y.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert raw.x[:, 0, 0, 0].tolist() == [0, 1, 10, 11, 100, 101, 110, 111]
+
+
+def test_image_folder_train_test_class_mismatch(tmp_path: Path) -> None:
+    folder = tmp_path / "tree"
+    _png(folder / "train" / "cat" / "0.png", 1)
+    _png(folder / "train" / "dog" / "0.png", 2)
+    _png(folder / "test" / "cat" / "0.png", 3)
+    with pytest.raises(DataSourceError, match=r"train/ and test/ differ.*only in train: \['dog'\]"):
+        load_source("image_folder", root=tmp_path, path="tree")
+
+
+def test_image_folder_nested_tinyimagenet_layout(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-imagenet-200" / "train"
+    for c, wnid in enumerate(["n01443537", "n01629819"]):
+        (folder / wnid).mkdir(parents=True)
+        (folder / wnid / f"{wnid}_boxes.txt").write_text("boxes")
+        for i in range(2):
+            _png(folder / wnid / "images" / f"{wnid}_{i}.JPEG", 100 * c, size=(8, 8))
+    raw = load_source("image_folder", root=tmp_path, path="tiny-imagenet-200/train")
+    assert raw.classes == ["n01443537", "n01629819"]
+    assert raw.keys[0] == "n01443537/images/n01443537_0.JPEG"
+    assert raw.x.shape == (4, 3, 8, 8)
+    assert raw.y.tolist() == [0, 0, 1, 1]
+
+
+def test_image_folder_jpeg_uppercase_extension(tmp_path: Path) -> None:
+    folder = tmp_path / "jpgs"
+    for name in ("a", "b"):
+        path = folder / name / "x.JPEG"
+        path.parent.mkdir(parents=True)
+        Image.new("RGB", (5, 6), (128, 128, 128)).save(path, format="JPEG")
+    raw = load_source("image_folder", root=tmp_path, path="jpgs")
+    assert raw.x.shape == (2, 3, 6, 5)
+
+
+def test_image_folder_resize_and_grayscale(tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    _png(folder / "a" / "0.png", 50, size=(4, 4))
+    _png(folder / "b" / "0.png", 90, size=(6, 10))
+    raw = load_source("image_folder", root=tmp_path, path="mixed", image_size=[8, 5], mode="L")
+    assert raw.x.shape == (2, 1, 8, 5) and raw.x.dtype == np.uint8
+    with pytest.raises(DataSourceError, match=r"differ in size.*Set option image_size"):
+        load_source("image_folder", root=tmp_path, path="mixed")
+
+
+def test_image_folder_bad_options(tmp_path: Path) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    with pytest.raises(DataSourceError, match=r"image_size=\[4\] .*must be \[H, W\]"):
+        load_source("image_folder", root=tmp_path, path="pets", image_size=[4])
+    with pytest.raises(DataSourceError, match=r"mode='CMYK'"):
+        load_source("image_folder", root=tmp_path, path="pets", mode="CMYK")
+    with pytest.raises(DataSourceError, match=r"workers=0"):
+        load_source("image_folder", root=tmp_path, path="pets", workers=0)
+    with pytest.raises(DataSourceError, match=r"needs option 'path'"):
+        load_source("image_folder", root=tmp_path)
+
+
+def test_image_folder_missing_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"Image folder not found at .*nowhere"):
+        load_source("image_folder", root=tmp_path, path="nowhere")
+
+
+def test_image_folder_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataSourceError, match=r"empty has no class folders"):
+        load_source("image_folder", root=tmp_path, path="empty")
+
+
+def test_image_folder_class_without_images(tmp_path: Path) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    (tmp_path / "pets" / "dog").mkdir()
+    (tmp_path / "pets" / "dog" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataSourceError, match=r"Class folder .*dog has no images"):
+        load_source("image_folder", root=tmp_path, path="pets")
+
+
+def test_image_folder_corrupt_image(tmp_path: Path) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    (tmp_path / "pets" / "bee" / "b1.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataSourceError, match=r"Cannot read image .*bee/b1\.png"):
+        load_source("image_folder", root=tmp_path, path="pets")
+
+
+# --------------------------------------------------------------------------------------------
+# csv
+
+
+def test_csv_string_labels(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("f1,species,f2\n1.5,setosa,2\n0,virginica,3\n-1,setosa,4\n")
+    raw = load_source("csv", root=tmp_path, path="t.csv", label_column="species")
+    assert raw.x.dtype == np.float32 and raw.x.shape == (3, 2)
+    np.testing.assert_array_equal(raw.x, [[1.5, 2], [0, 3], [-1, 4]])
+    assert raw.classes == ["setosa", "virginica"]
+    assert raw.y.tolist() == [0, 1, 0] and raw.y.dtype == np.int64
+    assert raw.keys == ["csv/row/0", "csv/row/1", "csv/row/2"]
+    assert set(raw.origin.tolist()) == {"train"}
+
+
+def test_csv_numeric_labels_and_feature_columns(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "n.csv"
+    path.parent.mkdir()
+    path.write_text("a,b,label,c\n1,2,10,x\n3,4,-3,y\n5,6,10,z\n7,8,2,w\n")
+    raw = load_source("csv", root="unused-root", path=str(path), feature_columns=["b", "a"])
+    assert raw.classes == ["-3", "2", "10"]
+    assert raw.y.tolist() == [2, 0, 2, 1]
+    np.testing.assert_array_equal(raw.x[:, 0], [2, 4, 6, 8])  # column order as given
+
+
+def test_csv_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"CSV file not found at .*missing\.csv"):
+        load_source("csv", root=tmp_path, path="missing.csv")
+
+
+def test_csv_missing_label_column(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("f1,target\n1,0\n")
+    with pytest.raises(DataSourceError, match=r"t\.csv has no label column 'label'"):
+        load_source("csv", root=tmp_path, path="t.csv")
+
+
+def test_csv_non_numeric_features(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("f1,name,color,label\n1,x,red,0\n2,y,blue,1\n")
+    with pytest.raises(
+        DataSourceError, match=r"non-numeric feature column\(s\) \['name', 'color'\]"
+    ):
+        load_source("csv", root=tmp_path, path="t.csv")
+
+
+def test_csv_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataSourceError, match=r"empty\.csv is empty"):
+        load_source("csv", root=tmp_path, path="empty.csv")
+    (tmp_path / "header.csv").write_text("f1,label\n")
+    with pytest.raises(DataSourceError, match=r"header\.csv is empty"):
+        load_source("csv", root=tmp_path, path="header.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# names, options, determinism
+
+
+def test_unknown_source_lists_valid_ones() -> None:
+    with pytest.raises(DataSourceError, match=r"Unknown data source 'mnist'.*digits, cifar10"):
+        load_source("mnist")
+    assert SOURCES == ("digits", "cifar10", "cifar100", "image_folder", "csv")
+
+
+def test_unknown_option(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"Unknown option\(s\) subdir .*'digits'.*none"):
+        load_source("digits", subdir="x")
+    with pytest.raises(DataSourceError, match=r"Unknown option\(s\) size .*valid options are path"):
+        load_source("image_folder", root=tmp_path, path="p", size=4)
+
+
+def test_data_source_error_is_value_error() -> None:
+    assert issubclass(DataSourceError, ValueError)
+
+
+def test_loading_twice_is_identical(tmp_path: Path) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    _write_cifar10(tmp_path)
+    for name, options in (
+        ("image_folder", {"path": "pets", "workers": 3}),
+        ("cifar10", {}),
+        ("digits", {}),
+    ):
+        first = load_source(name, root=tmp_path, **options)
+        second = load_source(name, root=tmp_path, **options)
+        np.testing.assert_array_equal(first.x, second.x)
+        np.testing.assert_array_equal(first.y, second.y)
+        np.testing.assert_array_equal(first.origin, second.origin)
+        assert first.keys == second.keys and first.classes == second.classes
+
+
+def test_image_folder_train_test_mixed_with_other_folders(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-imagenet-200"
+    _png(folder / "train" / "n01" / "images" / "0.png", 1)
+    _png(folder / "val" / "images" / "0.png", 2)
+    with pytest.raises(DataSourceError, match=r"mixes train/test folders.*\['val'\]"):
+        load_source("image_folder", root=tmp_path, path="tiny-imagenet-200")
