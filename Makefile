@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test setup viz clean-venv
+.PHONY: run test setup viz repro clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+
+# Replay the DVC stages (data → train → requests) with the project's tools on PATH.
+repro: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build --include-previews

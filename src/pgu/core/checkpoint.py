@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -115,7 +114,9 @@ def model_spec(name: str, in_shape: tuple[int, ...], num_classes: int, **kwargs:
 
 def build_from_spec(spec: dict) -> nn.Module:
     """Build an untrained model from its spec and remember the spec on the module."""
-    model = build_model(spec["name"], tuple(spec["in_shape"]), spec["num_classes"], **spec["kwargs"])
+    model = build_model(
+        spec["name"], tuple(spec["in_shape"]), spec["num_classes"], **spec["kwargs"]
+    )
     model.pgu_spec = spec  # type: ignore[assignment]
     return model
 
@@ -124,7 +125,9 @@ def model_to_bytes(model: nn.Module) -> bytes:
     """Serialise a model built by :func:`build_from_spec` (weights, buffers and its spec)."""
     spec = getattr(model, "pgu_spec", None)
     if spec is None:
-        raise CheckpointError("model has no pgu_spec; build it with pgu.core.checkpoint.build_from_spec")
+        raise CheckpointError(
+            "model has no pgu_spec; build it with pgu.core.checkpoint.build_from_spec"
+        )
     meta = {"kind": "model", "spec": spec}
     return tensors_to_bytes(dict(model.state_dict()), meta)
 
@@ -138,7 +141,9 @@ def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{what} does not match architecture {meta['spec']['name']}: {exc}") from exc
+        raise CheckpointError(
+            f"{what} does not match architecture {meta['spec']['name']}: {exc}"
+        ) from exc
     return model.eval()
 
 

@@ -73,7 +73,7 @@ class SampleSet:
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (inputs (B, *in_shape) float32, labels (B,) int64); shuffled if a generator is given."""
+        """Yield (inputs (B, *in_shape) float32, labels (B,) int64), shuffled given a generator."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else None
         for start in range(0, n, batch_size):
@@ -100,7 +100,9 @@ class SampleSet:
         """Inverse of :meth:`to_tensors`."""
         missing = {"x", "y", "sample_id", "mean", "std", "num_classes"} - set(t)
         if missing:
-            raise ValueError(f"sample bundle lacks tensors {sorted(missing)}; rerun the data pipeline")
+            raise ValueError(
+                f"sample bundle lacks tensors {sorted(missing)}; rerun the data pipeline"
+            )
         return cls(t["x"], t["y"], t["sample_id"], t["mean"], t["std"], int(t["num_classes"]))
 
 

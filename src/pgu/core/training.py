@@ -44,7 +44,9 @@ class TrainRecipe:
         known = {f.name for f in fields(cls)}
         unknown = set(params) - known
         if unknown:
-            raise ValueError(f"unknown training parameters {sorted(unknown)}; valid: {sorted(known)}")
+            raise ValueError(
+                f"unknown training parameters {sorted(unknown)}; valid: {sorted(known)}"
+            )
         return cls(**params)
 
 
@@ -154,8 +156,9 @@ def train_model(
         for x, y in train.batches(recipe.batch_size, generator):
             if images and (recipe.crop_padding or recipe.horizontal_flip):
                 x = augment(x, recipe.crop_padding, recipe.horizontal_flip, generator)
-            if x.shape[0] < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                      for m in model.modules()):
+            if x.shape[0] < 2 and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+            ):
                 continue  # BatchNorm cannot train on a batch of one
             x, y = x.to(device), y.to(device)
             logits = model(x)

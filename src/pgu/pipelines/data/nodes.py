@@ -25,10 +25,15 @@ def load_raw_data(data_params: dict) -> RawData:
     Returns:
         Every sample of the source, in its stable order.
     """
-    raw = load_source(data_params["source"], data_params["root"], **(data_params.get("options") or {}))
+    raw = load_source(
+        data_params["source"], data_params["root"], **(data_params.get("options") or {})
+    )
     logger.info(
         "loaded %s: %d samples of shape %s, %d classes",
-        data_params["source"], len(raw.y), tuple(raw.x.shape[1:]), len(raw.classes),
+        data_params["source"],
+        len(raw.y),
+        tuple(raw.x.shape[1:]),
+        len(raw.classes),
     )
     return raw
 

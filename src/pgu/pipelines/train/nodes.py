@@ -36,12 +36,18 @@ def train_original(
         (trained model, per-epoch history).
     """
     data = SampleSet.from_tensors(samples.tensors)
-    train = split_set(data, index, "train").without_ids(train_params.get("exclude_sample_ids") or [])
+    train = split_set(data, index, "train").without_ids(
+        train_params.get("exclude_sample_ids") or []
+    )
     val = split_set(data, index, "val")
-    spec = model_spec(model_params["name"], data.in_shape, data.num_classes, **(model_params.get("kwargs") or {}))
+    spec = model_spec(
+        model_params["name"], data.in_shape, data.num_classes, **(model_params.get("kwargs") or {})
+    )
     recipe = TrainRecipe.from_params(train_params["recipe"])
     logger.info("training %s on %d samples for %d epochs", spec["name"], len(train), recipe.epochs)
-    model, history = fit_from_scratch(spec, train, recipe, val=val, device=resolve_device(train_params["device"]))
+    model, history = fit_from_scratch(
+        spec, train, recipe, val=val, device=resolve_device(train_params["device"])
+    )
     return model, history
 
 

@@ -20,6 +20,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "train_metrics",
                 name="evaluate_original",
             ),
-            Node(plot_learning_curve, "train_history", "learning_curve", name="plot_learning_curve"),
+            Node(
+                plot_learning_curve, "train_history", "learning_curve", name="plot_learning_curve"
+            ),
         ]
     )
