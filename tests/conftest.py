@@ -1,4 +1,4 @@
-"""Shared fixtures: a throw-away copy of the Kedro project to run pipelines end to end."""
+"""Shared fixtures: throw-away copies of the Kedro project to run pipelines end to end."""
 
 from __future__ import annotations
 
@@ -13,31 +13,52 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 
 class KedroProject:
-    """A copy of this project's configuration in a temporary folder, with empty data layers."""
+    """A copy of this project's configuration in a folder of its own, with empty data layers."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @classmethod
+    def create(cls, path: Path, with_requests: bool = False) -> KedroProject:
+        """Lay out a project copy at ``path`` (the bundled requests only if asked)."""
+        path.mkdir(parents=True, exist_ok=True)
+        for name in ("pyproject.toml", ".telemetry"):
+            shutil.copy(ROOT / name, path / name)
+        shutil.copytree(ROOT / "conf", path / "conf", ignore=shutil.ignore_patterns("local"))
+        (path / "conf" / "local").mkdir()
+        (path / "src").mkdir()  # bootstrap wants it; pgu itself is imported from the install
+        if with_requests:
+            shutil.copytree(
+                ROOT / "data/01_raw/deletion_requests", path / "data/01_raw/deletion_requests"
+            )
+        return cls(path)
+
+    def clone(self, path: Path) -> KedroProject:
+        """A full copy (configuration and data) at ``path``."""
+        shutil.copytree(self.path, path, symlinks=True)
+        return KedroProject(path)
+
     def run(self, *pipelines: str, params: dict | None = None) -> dict:
-        """Run the named pipelines in a fresh KedroSession; returns the run's free outputs."""
+        """Run the named pipelines in a fresh KedroSession from the project's root."""
         from kedro.framework.session import KedroSession
         from kedro.framework.startup import bootstrap_project
 
-        bootstrap_project(self.path)
-        with KedroSession.create(project_path=self.path, runtime_params=params or {}) as session:
-            return session.run(pipeline_names=list(pipelines))
+        cwd = os.getcwd()
+        os.chdir(self.path)
+        try:
+            bootstrap_project(self.path)
+            with KedroSession.create(project_path=self.path, runtime_params=params or {}) as s:
+                return s.run(pipeline_names=list(pipelines))
+        finally:
+            os.chdir(cwd)
+
+    def files(self, under: str = "data") -> dict[str, bytes]:
+        """Every file under ``under`` with its bytes (to prove nothing changed)."""
+        base = self.path / under
+        return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
-def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KedroProject:
-    """A runnable project copy; the working directory is its root for the test's duration."""
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()  # bootstrap wants it; pgu itself is imported from the install
-    raw = ROOT / "data" / "01_raw" / "deletion_requests"
-    if raw.is_dir():
-        shutil.copytree(raw, tmp_path / "data" / "01_raw" / "deletion_requests")
-    monkeypatch.chdir(tmp_path)
-    return KedroProject(tmp_path)
+def kedro_project(tmp_path: Path) -> KedroProject:
+    """A runnable project copy with no data yet."""
+    return KedroProject.create(tmp_path / "project")

@@ -102,7 +102,8 @@ def test_compute_bases_orthonormal_and_summary():
         )
     assert [s["layer"] for s in summary] == ["a", "b"]
     for s in summary:
-        assert set(s) == {"layer", "d", "k", "k_over_d", "gamma", "frozen"}
+        assert set(s) == {"layer", "d", "k", "k_over_d", "gamma", "frozen", "sigma"}
+        assert s["sigma"] == sorted(s["sigma"], reverse=True)
         assert s["k"] == bases[s["layer"]].shape[1]
         assert s["k_over_d"] == pytest.approx(s["k"] / s["d"])
         assert s["gamma"] == 0.8 and s["frozen"] is False

@@ -6,6 +6,7 @@ Every function returns a ``matplotlib.figure.Figure`` and never shows or saves i
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -29,5 +30,58 @@ def learning_curve(history: Sequence[Mapping[str, float]], title: str = "trainin
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """Render ``fig`` to PNG bytes without a timestamp or version stamp, then close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+    """Forget and val accuracy (and the loss) per unlearning epoch."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = [h["epoch"] for h in history]
+    for key, label in (
+        ("forget_acc", "forget set"),
+        ("val_acc", "val"),
+        ("forget_class_val_acc", "forgotten classes (val)"),
+        ("other_val_acc", "other classes (val)"),
+    ):
+        if history and key in history[0]:
+            ax_acc.plot(epochs, [100 * h[key] for h in history], marker=".", label=label)
+    if history and "loss" in history[0]:
+        ax_loss.plot(epochs, [h["loss"] for h in history], marker=".")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title} unlearning".strip())
+    ax_loss.set(xlabel="epoch", ylabel="unlearning loss", title="loss on the forget set")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend()
+    fig.tight_layout()
+    return fig
+
+
+def spectra(layers: Sequence[Mapping], title: str = "retain statistics") -> Figure:
+    """Normalised singular values per layer with the γ cut (k) marked."""
+    n = max(len(layers), 1)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, layer in zip(axes.ravel(), layers, strict=False):
+        sigma = list(layer["sigma"])
+        top = sigma[0] if sigma and sigma[0] > 0 else 1.0
+        ax.semilogy(range(1, len(sigma) + 1), [max(s / top, 1e-12) for s in sigma], lw=1)
+        ax.axvline(layer["k"], color="tab:red", ls="--", lw=1, label=f"k={layer['k']}")
+        ax.set_title(f"{layer['layer']} (γ={layer['gamma']:.2f})", fontsize=8)
+        ax.set_xlabel("index", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(layers) :]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: σ / σ₁ and the core-gradient-space cut", fontsize=9)
     fig.tight_layout()
     return fig

@@ -1,5 +1,6 @@
-"""Kedro datasets for tensors and models stored as safetensors (no pickle anywhere)."""
+"""Kedro datasets for tensors, models (safetensors, no pickle) and the deletion workspace."""
 
 from pgu.datasets.safetensors_dataset import ModelDataset, TensorBundleDataset
+from pgu.datasets.workspace import WorkspaceDataset
 
-__all__ = ["ModelDataset", "TensorBundleDataset"]
+__all__ = ["ModelDataset", "TensorBundleDataset", "WorkspaceDataset"]

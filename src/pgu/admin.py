@@ -1,0 +1,94 @@
+"""``pgu-admin``: file deletion requests and purge superseded states.
+
+    pgu-admin file-request --ids 12,40,7 --note "ticket 4711"
+    pgu-admin file-request --ids-file ids.txt
+    pgu-admin file-request --classes 3
+    pgu-admin file-request --random-fraction 0.1 --seed 0     # a random share of the train split
+    pgu-admin purge [--dry-run]
+
+Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
+``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pgu.core.requests import RequestError, file_request, load_requests, resolve
+from pgu.core.retention import purge_superseded
+
+REQUESTS = "data/01_raw/deletion_requests"
+INDEX = "data/02_intermediate/sample_index.csv"
+
+
+def _already_requested(folder: str, index: pd.DataFrame) -> np.ndarray:
+    forgotten = np.empty(0, dtype=np.int64)
+    num_classes = int(index["label"].max()) + 1
+    for request in load_requests(folder):
+        forgotten = np.union1d(forgotten, resolve(request, index, forgotten, num_classes))
+    return forgotten
+
+
+def _file(args: argparse.Namespace) -> Path:
+    ids: list[int] = []
+    if args.ids:
+        ids += [int(t) for t in args.ids.replace(" ", "").split(",") if t]
+    if args.ids_file:
+        text = Path(args.ids_file).read_text().replace(",", " ").split()
+        ids += [int(t) for t in text]
+    if args.random_fraction is not None:
+        index = pd.read_csv(args.index)
+        train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
+        pool = np.setdiff1d(train, _already_requested(args.requests, index))
+        n = round(args.random_fraction * len(train))
+        if not 0 < n <= len(pool):
+            raise RequestError(
+                f"cannot draw {n} of the {len(pool)} train samples not yet forgotten"
+            )
+        rng = np.random.default_rng(args.seed)
+        ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else []
+    return file_request(args.requests, ids, classes, note=args.note, request_id=args.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgu-admin", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("file-request", help="write and queue a new deletion request")
+    f.add_argument("--ids", help="comma-separated sample ids")
+    f.add_argument("--ids-file", help="file with sample ids separated by spaces, commas or lines")
+    f.add_argument("--classes", help="comma-separated classes to forget entirely")
+    f.add_argument("--random-fraction", type=float, help="forget this share of the train split")
+    f.add_argument("--seed", type=int, default=0, help="seed of --random-fraction")
+    f.add_argument("--note", default="", help="free text for the audit trail")
+    f.add_argument("--id", help="request id (default req-NNNN)")
+    f.add_argument("--requests", default=REQUESTS, help="request folder")
+    f.add_argument("--index", default=INDEX, help="sample index table")
+    p = sub.add_parser("purge", help="delete superseded model states (the ledger keeps hashes)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.add_argument("--states", default="data/06_models/states")
+    p.add_argument("--ledger", default="data/08_reporting/ledger.csv")
+    p.add_argument("--dvc-cache", default=".dvc/cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "file-request":
+            path = _file(args)
+            print(f"filed {path}; process it with `kedro run --pipeline unlearn` or `dvc repro`")
+        else:
+            for line in purge_superseded(args.states, args.ledger, args.dvc_cache, args.dry_run):
+                print(line)
+    except (RequestError, FileNotFoundError, ValueError) as exc:
+        print(f"pgu-admin: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

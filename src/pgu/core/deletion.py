@@ -1,0 +1,238 @@
+"""Processing deletion requests end to end: plan, then for each request in order compute the
+forget statistics, update the retain statistics, derive the bases, unlearn, commit and record.
+
+Only the forget samples, the val split, the current model, the statistics model and the stored
+statistics are read — never the retain samples. R_forget and per-sample outputs on the forget
+set stay in memory; what is persisted is the new model, the updated R_retain, the bases,
+aggregate metrics and hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pgu.core import plots
+from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    model_to_bytes,
+    sha256_bytes,
+    tensors_to_bytes,
+)
+from pgu.core.data import SampleSet, split_set
+from pgu.core.ledger import append_row
+from pgu.core.representation import collect_representations
+from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
+from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
+from pgu.core.training import accuracy_and_loss
+from pgu.core.unlearning import UnlearnConfig, unlearn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """A validated request: what it forgets and which state it starts from."""
+
+    request: DeletionRequest
+    forget_ids: np.ndarray  # (n,) int64 sorted
+    after: str
+
+
+def plan_requests(
+    requests: Sequence[DeletionRequest],
+    index: pd.DataFrame,
+    num_classes: int,
+    done: set[str],
+    only: str | None = None,
+) -> list[RequestPlan]:
+    """Validate the queue in order and return the requests to process now.
+
+    Every request up to the last one to process is resolved (earlier ones fix which ids are
+    already forgotten), so any bad request fails here, before a file is touched.
+
+    Args:
+        requests: the queue, in order.
+        index: sample index table.
+        num_classes: classes of the task.
+        done: ids of requests already processed (from the ledger).
+        only: process just this request (a DVC stage, or a replay), whatever ``done`` says.
+
+    Returns:
+        Plans in processing order (empty when nothing is pending).
+    """
+    ids = [r.id for r in requests]
+    if only is not None and only not in ids:
+        raise RequestError(f"request {only!r} is not in the queue; queued: {ids}")
+    plans, forgotten, after = [], np.empty(0, dtype=np.int64), ORIGINAL
+    for request in requests:
+        forget_ids = resolve(request, index, forgotten, num_classes)
+        if (only is None and request.id not in done) or request.id == only:
+            plans.append(RequestPlan(request, forget_ids, after))
+        forgotten = np.union1d(forgotten, forget_ids)
+        after = request.id
+        if request.id == only:
+            break
+    if only is None and plans:
+        first = ids.index(plans[0].request.id)
+        skipped = [r for r in ids[first:] if r in done]
+        if skipped:
+            raise RequestError(
+                f"requests {skipped} are in the ledger but come after pending request "
+                f"{plans[0].request.id}; the queue must be processed in order"
+            )
+    return plans
+
+
+def _accuracy(model: torch.nn.Module, data: SampleSet, device: torch.device) -> float:
+    return accuracy_and_loss(model, data, device=device)[0] if len(data) else float("nan")
+
+
+def execute_request(
+    plan: RequestPlan,
+    store: StateStore,
+    samples: SampleSet,
+    index: pd.DataFrame,
+    cgs_params: dict,
+    config: UnlearnConfig,
+    reports_root: str | Path,
+    ledger_path: str | Path,
+    device: torch.device,
+    batch_size: int = 256,
+    replay: bool = False,
+) -> dict:
+    """Process one request and commit its state, report and ledger row.
+
+    Returns:
+        The ledger row written.
+    """
+    start = time.perf_counter()
+    request = plan.request
+    model_in_bytes = store.model_bytes(plan.after)
+    model = store.load_model(plan.after)
+    stats_in = store.load_stats(plan.after)
+    stats_in_sha = sha256_bytes((store.path(plan.after) / RETAIN_STATS).read_bytes())
+    stats_model_sha = stats_in.meta.get("stats_model_sha256")
+    stats_model_bytes = store.model_bytes(ORIGINAL)
+    if sha256_bytes(stats_model_bytes) != stats_model_sha:
+        raise CheckpointError(
+            f"the statistics of state {plan.after!r} were collected with model {stats_model_sha}, "
+            f"but states/{ORIGINAL}/{MODEL} is {sha256_bytes(stats_model_bytes)}: "
+            "R_full − R_forget would be inexact. Rerun `kedro run --pipeline representation` "
+            "and the requests."
+        )
+    stats_model = store.load_model(ORIGINAL)
+
+    forget = samples.with_ids(plan.forget_ids)
+    val = split_set(samples, index, "val")
+    # R_forget with the model that produced R_full, so that R_retain is exact (METHOD §2).
+    r_forget = collect_representations(stats_model, forget.batches(batch_size), device=device)
+    r_retain = retain_statistics(stats_in.tensors, r_forget)
+    del r_forget  # derived from deleted samples only: never persisted
+    bases, summary = compute_bases(r_retain, cgs_params["gamma"], cgs_params.get("overrides"))
+
+    classes = list(request.classes) or None
+    forget_acc_before = _accuracy(model, forget, device)
+    val_acc_before = _accuracy(model, val, device)
+    result = unlearn(model, bases, forget, val, config, forget_classes=classes, device=device)
+    out_model = result.model.cpu().eval()
+    forget_acc_after = _accuracy(out_model, forget, device)
+    val_acc_after = _accuracy(out_model, val, device)
+
+    stats_meta = {
+        "stats_model_sha256": stats_model_sha,
+        "state": request.id,
+        "n_forgotten_total": int(stats_in.meta.get("n_forgotten_total", 0)) + len(forget),
+    }
+    layer_table = [{k: v for k, v in s.items() if k != "sigma"} for s in summary]
+    files = {
+        MODEL: model_to_bytes(out_model),
+        RETAIN_STATS: tensors_to_bytes(r_retain, stats_meta),
+        BASES: tensors_to_bytes(bases, {"request_id": request.id, "layers": layer_table}),
+    }
+    store.commit(request.id, files)
+
+    # Deterministic report (no clock times), so DVC can check reproductions byte for byte.
+    report_dir = Path(reports_root) / request.id
+    metrics = {
+        "request_id": request.id,
+        "kind": request.kind,
+        "n_samples": len(forget),
+        "classes": list(request.classes),
+        "stop_reason": result.stop_reason,
+        "epochs_run": result.epochs_run,
+        "kept_epoch": result.kept_epoch,
+        "forget_acc_before": forget_acc_before,
+        "forget_acc_after": forget_acc_after,
+        "val_acc_before": val_acc_before,
+        "val_acc_after": val_acc_after,
+        "layers": layer_table,
+        "history": result.history,
+    }
+    atomic_write_bytes(report_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
+    curve = plots.unlearning_curve(result.history, request.id)
+    atomic_write_bytes(report_dir / "unlearning.png", plots.png_bytes(curve))
+    atomic_write_bytes(report_dir / "spectrum.png", plots.png_bytes(plots.spectra(summary)))
+
+    row = {
+        "request_id": request.id,
+        "processed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": request.kind,
+        "n_samples": len(forget),
+        "request_sha256": request.sha256,
+        "ids_sha256": sha256_bytes(np.sort(plan.forget_ids).astype("<i8").tobytes()),
+        "input_state": plan.after,
+        "input_model_sha256": sha256_bytes(model_in_bytes),
+        "input_stats_sha256": stats_in_sha,
+        "stats_model_sha256": stats_model_sha,
+        "output_stats_sha256": sha256_bytes(files[RETAIN_STATS]),
+        "bases_sha256": sha256_bytes(files[BASES]),
+        "output_model_sha256": sha256_bytes(files[MODEL]),
+        "gamma": cgs_params["gamma"],
+        "epochs_run": result.epochs_run,
+        "stop_reason": result.stop_reason,
+        "forget_acc_before": round(forget_acc_before, 6),
+        "forget_acc_after": round(forget_acc_after, 6),
+        "val_acc_before": round(val_acc_before, 6),
+        "val_acc_after": round(val_acc_after, 6),
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "replay": replay,
+    }
+    append_row(ledger_path, row)
+    logger.info(
+        "%s: forgot %d samples in %d epochs (%s); forget acc %.3f → %.3f, val acc %.3f → %.3f",
+        request.id,
+        len(forget),
+        result.epochs_run,
+        result.stop_reason,
+        forget_acc_before,
+        forget_acc_after,
+        val_acc_before,
+        val_acc_after,
+    )
+    return row
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where requests, states, reports and the ledger live."""
+
+    requests_dir: Path
+    states: StateStore
+    reports_root: Path
+    ledger_path: Path
+
+    @classmethod
+    def at(cls, requests: str, states: str, reports: str, ledger: str) -> Workspace:
+        return cls(Path(requests), StateStore(states), Path(reports), Path(ledger))

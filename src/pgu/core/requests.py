@@ -1,0 +1,240 @@
+"""Deletion requests: parsing, validation against the sample index, and filing new ones.
+
+A request is one YAML file ``<folder>/<id>.yml``::
+
+    id: req-0001
+    forget:
+      sample_ids: [12, 40, 7]     # training samples to forget, and/or
+      classes: [3]                # every not-yet-forgotten training sample of these classes
+    note: free text for the audit trail
+
+Requests are processed in the order of ``queue.yml`` beside them, which also tells DVC which
+state each request starts from. Validation happens for every pending request before anything is
+touched, and each problem raises one :class:`RequestError` naming the request and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pgu.core.checkpoint import atomic_write_bytes, sha256_bytes
+
+QUEUE_FILE = "queue.yml"
+ORIGINAL = "original"  # name of the state every queue starts from
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RequestError(ValueError):
+    """A deletion request is malformed or cannot be honoured as written."""
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """One parsed request file.
+
+    Attributes:
+        id: request id, equal to the file's stem.
+        sample_ids: explicitly named training sample ids, in file order (duplicates kept so
+            that validation can report them).
+        classes: classes whose remaining training samples are to be forgotten.
+        note: free text.
+        sha256: hash of the file's bytes (recorded in the ledger).
+    """
+
+    id: str
+    sample_ids: tuple[int, ...]
+    classes: tuple[int, ...]
+    note: str
+    sha256: str
+
+    @property
+    def kind(self) -> str:
+        """'classes' when whole classes are removed, else 'samples' (random-sample removal)."""
+        return "classes" if self.classes else "samples"
+
+
+def _int_list(value: object, what: str, path: Path) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise RequestError(f"{path}: forget.{what} must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def parse_request(path: str | Path) -> DeletionRequest:
+    """Read and structurally check one request file (ids are checked by :func:`resolve`)."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise RequestError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RequestError(f"{path} must be a mapping with keys id, forget, note")
+    unknown = set(doc) - {"id", "forget", "note"}
+    if unknown:
+        raise RequestError(f"{path}: unknown keys {sorted(unknown)}; allowed: id, forget, note")
+    if doc.get("id") != path.stem:
+        raise RequestError(
+            f"{path}: id {doc.get('id')!r} differs from the file name {path.stem!r}; "
+            "rename the file or fix the id"
+        )
+    if not ID_PATTERN.match(path.stem) or path.stem == ORIGINAL:
+        raise RequestError(f"{path}: request id {path.stem!r} must be letters, digits, - _ .")
+    forget = doc.get("forget")
+    if not isinstance(forget, dict) or not set(forget) <= {"sample_ids", "classes"}:
+        raise RequestError(f"{path}: forget must be a mapping with sample_ids and/or classes")
+    ids = _int_list(forget.get("sample_ids"), "sample_ids", path)
+    classes = _int_list(forget.get("classes"), "classes", path)
+    if not ids and not classes:
+        raise RequestError(f"{path}: the request is empty; list sample_ids or classes to forget")
+    return DeletionRequest(path.stem, ids, classes, str(doc.get("note") or ""), sha256_bytes(data))
+
+
+def read_queue(folder: str | Path) -> list[dict]:
+    """The ordered queue: ``[{id, after}, ...]`` where ``after`` is the state it starts from.
+
+    On disk (``queue.yml``) it is a mapping ``requests: {<id>: {after: <state>}}`` in
+    processing order, which DVC's ``foreach`` turns into one stage per request id.
+    """
+    path = Path(folder) / QUEUE_FILE
+    if not path.is_file():
+        return []
+    doc = yaml.safe_load(path.read_text()) or {}
+    entries = doc.get("requests") or {}
+    if not isinstance(entries, dict):
+        raise RequestError(f"{path}: requests must be a mapping {{id: {{after: state}}}}")
+    queue, expected = [], ORIGINAL
+    for request_id, item in entries.items():
+        if not isinstance(item, dict) or set(item) != {"after"}:
+            raise RequestError(f"{path}: {request_id} must map to {{after: <state>}}, got {item!r}")
+        if item["after"] != expected:
+            raise RequestError(
+                f"{path}: {request_id} must start from {expected!r} (the previous request), "
+                f"not {item['after']!r}; requests are processed strictly in queue order"
+            )
+        queue.append({"id": str(request_id), "after": item["after"]})
+        expected = str(request_id)
+    return queue
+
+
+def load_requests(folder: str | Path) -> list[DeletionRequest]:
+    """Every request of the queue, parsed, in queue order."""
+    folder = Path(folder)
+    queue = read_queue(folder)
+    files = {p.stem for p in folder.glob("*.yml")} - {Path(QUEUE_FILE).stem}
+    missing = [q["id"] for q in queue if q["id"] not in files]
+    if missing:
+        raise RequestError(f"{folder}: queued requests {missing} have no file <id>.yml")
+    unqueued = sorted(files - {q["id"] for q in queue})
+    if unqueued:
+        raise RequestError(
+            f"{folder}: request files {unqueued} are not in {QUEUE_FILE}; file requests with "
+            "`pgu-admin file-request` so they are queued in order"
+        )
+    return [parse_request(folder / f"{q['id']}.yml") for q in queue]
+
+
+def resolve(
+    request: DeletionRequest,
+    index: pd.DataFrame,
+    already_forgotten: np.ndarray,
+    num_classes: int,
+) -> np.ndarray:
+    """The sorted training sample ids a request forgets, after checking every id.
+
+    Args:
+        request: the parsed request.
+        index: the sample index table (sample_id, label, split).
+        already_forgotten: ids forgotten by earlier requests of the queue.
+        num_classes: number of classes of the task.
+
+    Returns:
+        (n,) int64 sorted unique ids.
+
+    Raises:
+        RequestError: duplicate, unknown, non-train or already-forgotten ids; classes out of
+            range; a request that resolves to no sample.
+    """
+    where = f"request {request.id}"
+    ids = np.asarray(request.sample_ids, dtype=np.int64)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise RequestError(f"{where}: duplicate sample ids {uniq[counts > 1][:10].tolist()}")
+    known = index.set_index("sample_id")
+    unknown = np.setdiff1d(uniq, known.index.to_numpy())
+    if unknown.size:
+        raise RequestError(
+            f"{where}: unknown sample ids {unknown[:10].tolist()} (not in the sample index; "
+            "ids are the sample_id column of data/02_intermediate/sample_index.csv)"
+        )
+    splits = known.loc[uniq, "split"].to_numpy()
+    held_out = uniq[splits != "train"]
+    if held_out.size:
+        raise RequestError(
+            f"{where}: ids {held_out[:10].tolist()} are in the val/test splits, which the model "
+            "never trained on; only training samples can be forgotten"
+        )
+    repeat = np.intersect1d(uniq, already_forgotten)
+    if repeat.size:
+        raise RequestError(
+            f"{where}: ids {repeat[:10].tolist()} were already forgotten by an earlier request"
+        )
+    bad = [c for c in request.classes if not 0 <= c < num_classes]
+    if bad:
+        raise RequestError(f"{where}: classes {bad} out of range 0..{num_classes - 1}")
+    if len(set(request.classes)) != len(request.classes):
+        raise RequestError(f"{where}: a class is listed twice in {list(request.classes)}")
+    train = index[(index["split"] == "train") & index["label"].isin(request.classes)]
+    class_ids = np.setdiff1d(train["sample_id"].to_numpy(dtype=np.int64), already_forgotten)
+    if request.classes and class_ids.size == 0:
+        raise RequestError(
+            f"{where}: classes {list(request.classes)} have no training samples left"
+        )
+    return np.union1d(uniq, class_ids).astype(np.int64)
+
+
+def file_request(
+    folder: str | Path,
+    sample_ids: Sequence[int] = (),
+    classes: Sequence[int] = (),
+    note: str = "",
+    request_id: str | None = None,
+) -> Path:
+    """Write a new request file and append it to the queue; returns the file's path.
+
+    The id defaults to ``req-NNNN``, one more than the queue's length. Ids are only checked
+    against the sample index when the request is processed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    queue = read_queue(folder)
+    request_id = request_id or f"req-{len(queue) + 1:04d}"
+    path = folder / f"{request_id}.yml"
+    if path.exists() or any(q["id"] == request_id for q in queue):
+        raise RequestError(f"{path} already exists; requests are immutable once filed")
+    forget: dict = {}
+    if sample_ids:
+        forget["sample_ids"] = [int(i) for i in sample_ids]
+    if classes:
+        forget["classes"] = [int(c) for c in classes]
+    doc = {"id": request_id, "forget": forget, "note": note}
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+    atomic_write_bytes(path, text.encode())
+    parse_request(path)  # refuse to queue what could not be read back
+    after = queue[-1]["id"] if queue else ORIGINAL
+    queue.append({"id": request_id, "after": after})
+    header = "# Processing order of deletion requests; `after` is the state each one starts from.\n"
+    entries = {q["id"]: {"after": q["after"]} for q in queue}
+    body = yaml.safe_dump({"requests": entries}, sort_keys=False, default_flow_style=None)
+    atomic_write_bytes(folder / QUEUE_FILE, (header + body).encode())
+    return path

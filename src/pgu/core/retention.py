@@ -1,0 +1,63 @@
+"""Retention: delete what a processed deletion has superseded, keep the proof.
+
+After request k is processed, the states before it (models that still carry the forgotten
+samples' influence, and statistics that include their contribution) are no longer served. The
+purge deletes them from the workspace and from DVC's cache, while the ledger keeps every hash,
+so an operator can prove what was served without keeping what was deleted.
+
+Kept: the latest state (the served model and the retain statistics the next request needs),
+and the original model, which is the *statistics model*: R_forget of every future request must
+be collected with it for R_retain to stay exact (METHOD §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pgu.core.ledger import read_ledger
+from pgu.core.requests import ORIGINAL
+from pgu.core.state import MODEL
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def purge_superseded(
+    states_root: str | Path, ledger_path: str | Path, dvc_cache: str | Path, dry_run: bool = False
+) -> list[str]:
+    """Delete superseded state files (workspace and DVC cache); returns one line per action."""
+    states_root, dvc_cache = Path(states_root), Path(dvc_cache)
+    ledger = read_ledger(ledger_path)
+    if ledger.empty:
+        return ["no request processed yet: nothing is superseded"]
+    processed = list(dict.fromkeys(ledger["request_id"].astype(str)))  # first-seen order
+    latest = processed[-1]
+    doomed: list[Path] = []
+    for name in [ORIGINAL, *processed[:-1]]:
+        folder = states_root / name
+        if folder.is_dir():
+            keep = {MODEL} if name == ORIGINAL else set()
+            doomed += [f for f in sorted(folder.iterdir()) if f.is_file() and f.name not in keep]
+    lines = [
+        f"keeping {states_root / latest} (served) and {states_root / ORIGINAL / MODEL} "
+        "(statistics model)"
+    ]
+    for f in doomed:
+        digest = _md5(f)
+        cached = dvc_cache / "files" / "md5" / digest[:2] / digest[2:]
+        verb = "would delete" if dry_run else "deleted"
+        lines.append(
+            f"{verb} {f}" + (f" and its DVC cache object {cached}" if cached.exists() else "")
+        )
+        if not dry_run:
+            f.unlink()
+            cached.unlink(missing_ok=True)
+    if not doomed:
+        lines.append("nothing superseded is left on disk")
+    return lines

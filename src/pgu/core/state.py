@@ -1,0 +1,120 @@
+"""The state store: one folder per model state, committed atomically.
+
+``<root>/original/`` holds the trained model and the full-data representation matrices;
+``<root>/<request_id>/`` holds the model after that request, the retain statistics it leaves
+behind for the next request, and the bases it used::
+
+    model.safetensors         the served model
+    retain_stats.safetensors  R_retain per layer (+ the hash of the model that produced R_full)
+    bases.safetensors         CGS bases used for this request (request states only)
+
+A request's folder is first written under a temporary name and then renamed into place, so a
+crash leaves either the previous state or the complete new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from pgu.core.checkpoint import (
+    CheckpointError,
+    TensorBundle,
+    load_tensors,
+    model_from_bytes,
+)
+
+MODEL = "model.safetensors"
+RETAIN_STATS = "retain_stats.safetensors"
+BASES = "bases.safetensors"
+
+
+class StateStore:
+    """Reads and atomically writes model states under one root folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        """Folder of state ``name``."""
+        return self.root / name
+
+    def has(self, name: str) -> bool:
+        """True when state ``name`` has both its model and its retain statistics."""
+        return (self.path(name) / MODEL).is_file() and (self.path(name) / RETAIN_STATS).is_file()
+
+    def model_bytes(self, name: str) -> bytes:
+        """Raw bytes of the state's model file (for hashing and loading)."""
+        path = self.path(name) / MODEL
+        if not path.is_file():
+            hint = (
+                "run `kedro run --pipeline train`"
+                if name == "original"
+                else "process the requests before it first"
+            )
+            raise CheckpointError(f"state {name!r} has no model at {path}; {hint}")
+        return path.read_bytes()
+
+    def load_model(self, name: str) -> nn.Module:
+        """The state's model, rebuilt from its self-describing file, in eval mode."""
+        path = self.path(name) / MODEL
+        try:
+            return model_from_bytes(self.model_bytes(name), what=str(path))
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}. The file is corrupt or was not written by pgu: restore it "
+                "(`dvc checkout`) or reproduce it (`dvc repro`)."
+            ) from exc
+
+    def load_stats(self, name: str) -> TensorBundle:
+        """The state's retain statistics ``{layer: (d, d) float64}`` and their metadata."""
+        path = self.path(name) / RETAIN_STATS
+        if not path.is_file():
+            hint = (
+                "run `kedro run --pipeline representation`"
+                if name == "original"
+                else "process the requests before it first"
+            )
+            raise CheckpointError(f"state {name!r} has no statistics at {path}; {hint}")
+        tensors, meta = load_tensors(path)
+        return TensorBundle(tensors, meta)
+
+    def commit(self, name: str, files: dict[str, bytes]) -> Path:
+        """Atomically make ``files`` the complete content of state ``name``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.new."))
+        try:
+            for filename, data in files.items():
+                with open(tmp / filename, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            final = self.path(name)
+            if final.exists():
+                # Replacing a state (a replay): move the old one aside first; a crash here leaves
+                # no folder under the final name, and the rerun writes it again.
+                old = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.old."))
+                os.replace(final, old / name)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.path(name)
+
+    def remove(self, name: str, keep: tuple[str, ...] = (MODEL,)) -> list[Path]:
+        """Delete every file of state ``name`` except those named in ``keep``; returns them."""
+        removed = []
+        folder = self.path(name)
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and f.name not in keep:
+                    f.unlink()
+                    removed.append(f)
+        return removed

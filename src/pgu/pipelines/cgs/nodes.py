@@ -1,0 +1,75 @@
+"""Nodes of the ``cgs`` pipeline: validate the queue and derive a request's bases, read-only."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pgu.core import plots
+from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.checkpoint import TensorBundle
+from pgu.core.data import SampleSet
+from pgu.core.deletion import RequestPlan, Workspace, plan_requests
+from pgu.core.ledger import read_ledger
+from pgu.core.representation import collect_representations
+from pgu.core.requests import ORIGINAL, load_requests
+from pgu.core.training import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+def plan_pending_requests(
+    workspace: Workspace, samples: TensorBundle, index: pd.DataFrame, params: dict
+) -> list[RequestPlan]:
+    """Validate every queued request against the sample index and list the ones to process.
+
+    Args:
+        workspace: the deletion workspace.
+        samples: the sample bundle (for the number of classes).
+        index: the sample index table.
+        params: ``unlearn`` parameters; ``request_id`` set → only that request (a replay).
+
+    Returns:
+        Plans in processing order; empty when every queued request is in the ledger.
+    """
+    requests = load_requests(workspace.requests_dir)
+    done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
+    num_classes = int(samples.tensors["num_classes"])
+    plans = plan_requests(requests, index, num_classes, done, only=params.get("request_id"))
+    logger.info(
+        "%d queued request(s), %d to process: %s",
+        len(requests),
+        len(plans),
+        [p.request.id for p in plans],
+    )
+    return plans
+
+
+def preview_bases(
+    plans: list[RequestPlan],
+    workspace: Workspace,
+    samples: TensorBundle,
+    cgs_params: dict,
+    representation_params: dict,
+) -> tuple[pd.DataFrame, Figure]:
+    """The bases the first pending request would get: k_l / d per layer and the spectra.
+
+    Nothing is written to the state store; R_forget stays in memory.
+    """
+    if not plans:
+        logger.warning("no pending request: nothing to preview")
+        return pd.DataFrame(columns=["layer", "d", "k", "k_over_d", "gamma", "frozen"]), Figure()
+    plan = plans[0]
+    data = SampleSet.from_tensors(samples.tensors)
+    stats = workspace.states.load_stats(plan.after)
+    stats_model = workspace.states.load_model(ORIGINAL)
+    forget = data.with_ids(plan.forget_ids)
+    device = resolve_device(representation_params["device"])
+    batches = forget.batches(representation_params["batch_size"])
+    r_forget = collect_representations(stats_model, batches, device=device)
+    retain = retain_statistics(stats.tensors, r_forget)
+    _, summary = compute_bases(retain, cgs_params["gamma"], cgs_params.get("overrides"))
+    table = pd.DataFrame([{k: v for k, v in s.items() if k != "sigma"} for s in summary])
+    return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")

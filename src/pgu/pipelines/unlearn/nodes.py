@@ -1,0 +1,56 @@
+"""Nodes of the ``unlearn`` pipeline: a thin loop over ``pgu.core.deletion.execute_request``."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pgu.core.checkpoint import TensorBundle
+from pgu.core.data import SampleSet
+from pgu.core.deletion import RequestPlan, Workspace, execute_request
+from pgu.core.ledger import read_ledger
+from pgu.core.training import resolve_device
+from pgu.core.unlearning import UnlearnConfig
+
+logger = logging.getLogger(__name__)
+
+
+def process_requests(
+    plans: list[RequestPlan],
+    workspace: Workspace,
+    samples: TensorBundle,
+    index: pd.DataFrame,
+    cgs_params: dict,
+    unlearn_params: dict,
+    representation_params: dict,
+) -> list[dict]:
+    """Process each planned request in order; each is committed before the next starts.
+
+    Returns:
+        The ledger rows written by this run.
+    """
+    data = SampleSet.from_tensors(samples.tensors)
+    config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
+    device = resolve_device(unlearn_params["device"])
+    done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
+    rows = []
+    for plan in plans:
+        rows.append(
+            execute_request(
+                plan,
+                workspace.states,
+                data,
+                index,
+                cgs_params,
+                config,
+                workspace.reports_root,
+                workspace.ledger_path,
+                device,
+                batch_size=representation_params["batch_size"],
+                replay=plan.request.id in done,
+            )
+        )
+    if not rows:
+        logger.info("no pending deletion request; file one with `pgu-admin file-request`")
+    return rows

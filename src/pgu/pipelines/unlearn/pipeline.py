@@ -1,0 +1,33 @@
+"""Wiring of the ``unlearn`` pipeline (it plans with the ``cgs`` pipeline's planning node)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from pgu.pipelines.cgs.nodes import plan_pending_requests
+from pgu.pipelines.unlearn.nodes import process_requests
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                plan_pending_requests,
+                ["workspace", "samples", "sample_index", "params:unlearn"],
+                "request_plans",
+                name="plan_pending_requests",
+            ),
+            Node(
+                process_requests,
+                [
+                    "request_plans",
+                    "workspace",
+                    "samples",
+                    "sample_index",
+                    "params:cgs",
+                    "params:unlearn",
+                    "params:representation",
+                ],
+                "unlearn_run",
+                name="process_requests",
+            ),
+        ]
+    )

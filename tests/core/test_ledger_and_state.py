@@ -1,0 +1,49 @@
+"""The append-only ledger and atomic state commits."""
+
+import pytest
+
+from pgu.core.ledger import COLUMNS, LedgerError, append_row, read_ledger
+from pgu.core.state import StateStore
+
+
+def _row(i: int) -> dict:
+    return {c: f"{c}-{i}" for c in COLUMNS} | {"n_samples": i, "gamma": 0.95, "replay": False}
+
+
+def test_ledger_appends_keep_earlier_bytes(tmp_path):
+    path = tmp_path / "ledger.csv"
+    assert read_ledger(path).empty
+    append_row(path, _row(1))
+    first = path.read_bytes()
+    table = append_row(path, _row(2))
+    assert path.read_bytes().startswith(first)
+    assert table["request_id"].tolist() == ["request_id-1", "request_id-2"]
+    assert list(table.columns) == COLUMNS
+
+
+def test_ledger_rejects_unknown_fields_and_foreign_files(tmp_path):
+    path = tmp_path / "ledger.csv"
+    with pytest.raises(LedgerError, match="unknown ledger fields"):
+        append_row(path, {"request_id": "r", "secret_ids": "1,2"})
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(LedgerError, match="lacks ledger columns"):
+        append_row(path, _row(1))
+    assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_commit_replaces_a_state_atomically(tmp_path):
+    store = StateStore(tmp_path)
+    store.commit("s", {"model.safetensors": b"v1", "retain_stats.safetensors": b"r1"})
+    assert store.has("s")
+    store.commit("s", {"model.safetensors": b"v2", "retain_stats.safetensors": b"r2"})
+    assert (tmp_path / "s" / "model.safetensors").read_bytes() == b"v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temporary folders left
+
+
+def test_failed_commit_leaves_the_previous_state(tmp_path):
+    store = StateStore(tmp_path)
+    store.commit("s", {"model.safetensors": b"v1", "retain_stats.safetensors": b"r1"})
+    with pytest.raises(TypeError):
+        store.commit("s", {"model.safetensors": b"v2", "retain_stats.safetensors": object()})
+    assert (tmp_path / "s" / "model.safetensors").read_bytes() == b"v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]

@@ -1,0 +1,103 @@
+"""Deletion requests: parsing, the queue, validation against the sample index, filing."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pgu.core.requests import (
+    RequestError,
+    file_request,
+    load_requests,
+    parse_request,
+    read_queue,
+    resolve,
+)
+
+
+@pytest.fixture
+def index() -> pd.DataFrame:
+    # ids 0..11; labels cycle 0,1,2; ids 9..11 are val/test
+    split = ["train"] * 9 + ["val", "test", "val"]
+    return pd.DataFrame({"sample_id": np.arange(12), "label": np.arange(12) % 3, "split": split})
+
+
+def _write(folder, name, text):
+    path = folder / f"{name}.yml"
+    path.write_text(text)
+    return path
+
+
+def test_parse_valid_request(tmp_path):
+    path = _write(
+        tmp_path, "r1", "id: r1\nforget:\n  sample_ids: [3, 1]\n  classes: [2]\nnote: hi\n"
+    )
+    r = parse_request(path)
+    assert (r.id, r.sample_ids, r.classes, r.note, r.kind) == ("r1", (3, 1), (2,), "hi", "classes")
+    assert len(r.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("id: other\nforget: {sample_ids: [1]}\n", "differs from the file name"),
+        ("id: r1\nforget: {}\n", "empty"),
+        ("id: r1\nforget: {sample_ids: []}\n", "empty"),
+        ("id: r1\nforget: {sample_ids: [1, x]}\n", "list of integers"),
+        ("id: r1\nforget: {ids: [1]}\n", "sample_ids and/or classes"),
+        ("id: r1\nforget: {sample_ids: [1]}\nextra: 1\n", "unknown keys"),
+        ("id: r1\nforget: [1, 2\n", "not valid YAML"),
+        ("- 1\n- 2\n", "must be a mapping"),
+    ],
+)
+def test_malformed_requests_are_rejected_with_their_reason(tmp_path, text, message):
+    with pytest.raises(RequestError, match=message):
+        parse_request(_write(tmp_path, "r1", text))
+
+
+def test_resolve_checks_every_id(tmp_path, index):
+    def req(text):
+        return parse_request(_write(tmp_path, "r1", "id: r1\nforget: " + text + "\n"))
+
+    none = np.empty(0, dtype=np.int64)
+    assert resolve(req("{sample_ids: [4, 0]}"), index, none, 3).tolist() == [0, 4]
+    assert resolve(req("{classes: [1]}"), index, none, 3).tolist() == [1, 4, 7]
+    assert resolve(req("{classes: [1]}"), index, np.array([4]), 3).tolist() == [1, 7]
+    assert resolve(req("{sample_ids: [0], classes: [1]}"), index, none, 3).tolist() == [0, 1, 4, 7]
+    cases = [
+        ("{sample_ids: [1, 1]}", none, "duplicate sample ids \\[1\\]"),
+        ("{sample_ids: [99]}", none, "unknown sample ids \\[99\\]"),
+        ("{sample_ids: [9]}", none, "val/test"),
+        ("{sample_ids: [2]}", np.array([2]), "already forgotten"),
+        ("{classes: [3]}", none, "out of range"),
+        ("{classes: [-1]}", none, "out of range"),
+        ("{classes: [0, 0]}", none, "listed twice"),
+        ("{classes: [0]}", np.array([0, 3, 6]), "no training samples left"),
+    ]
+    for text, forgotten, message in cases:
+        with pytest.raises(RequestError, match=message):
+            resolve(req(text), index, forgotten, 3)
+
+
+def test_file_request_queues_in_order_and_refuses_overwrites(tmp_path):
+    p1 = file_request(tmp_path, sample_ids=[5, 2], note="first")
+    p2 = file_request(tmp_path, classes=[1])
+    assert (p1.name, p2.name) == ("req-0001.yml", "req-0002.yml")
+    assert read_queue(tmp_path) == [
+        {"id": "req-0001", "after": "original"},
+        {"id": "req-0002", "after": "req-0001"},
+    ]
+    requests = load_requests(tmp_path)
+    assert [r.sample_ids for r in requests] == [(5, 2), ()]
+    with pytest.raises(RequestError, match="immutable"):
+        file_request(tmp_path, sample_ids=[1], request_id="req-0001")
+
+
+def test_queue_must_chain_and_list_every_file(tmp_path):
+    file_request(tmp_path, sample_ids=[1])
+    _write(tmp_path, "stray", "id: stray\nforget: {sample_ids: [2]}\n")
+    with pytest.raises(RequestError, match="not in queue.yml"):
+        load_requests(tmp_path)
+    (tmp_path / "stray.yml").unlink()
+    (tmp_path / "queue.yml").write_text("requests:\n  req-0001: {after: something}\n")
+    with pytest.raises(RequestError, match="must start from 'original'"):
+        read_queue(tmp_path)

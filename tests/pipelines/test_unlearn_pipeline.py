@@ -1,0 +1,157 @@
+"""End to end: representation → unlearn on digits, the ledger's chain, and bad requests."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import KedroProject
+
+from pgu.core.checkpoint import TensorBundle, load_tensors, sha256_file
+from pgu.core.data import SampleSet, split_ids
+from pgu.core.deletion import execute_request, plan_requests
+from pgu.core.ledger import read_ledger
+from pgu.core.requests import file_request, load_requests
+from pgu.core.state import StateStore
+from pgu.core.training import resolve_device
+from pgu.core.unlearning import UnlearnConfig
+
+pytestmark = pytest.mark.slow
+REQUESTS = "data/01_raw/deletion_requests"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> KedroProject:
+    """A project with data, a briefly trained digits_cnn and its full-data statistics."""
+    project = KedroProject.create(tmp_path_factory.mktemp("trained") / "p")
+    project.run("data", "train", "representation", params={"train": {"recipe": {"epochs": 6}}})
+    return project
+
+
+@pytest.fixture
+def project(trained, tmp_path) -> KedroProject:
+    return trained.clone(tmp_path / "p")
+
+
+def _train_ids(project: KedroProject) -> pd.DataFrame:
+    return pd.read_csv(project.path / "data/02_intermediate/sample_index.csv")
+
+
+def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(project):
+    index = _train_ids(project)
+    train = split_ids(index, "train")
+    file_request(project.path / REQUESTS, sample_ids=train[:40:2].tolist(), note="random ids")
+    file_request(project.path / REQUESTS, classes=[3])
+    project.run("unlearn")
+    ledger = read_ledger(project.path / "data/08_reporting/ledger.csv")
+    assert ledger["request_id"].tolist() == ["req-0001", "req-0002"]
+    assert ledger.loc[1, "input_model_sha256"] == ledger.loc[0, "output_model_sha256"]
+    assert ledger.loc[1, "input_stats_sha256"] == ledger.loc[0, "output_stats_sha256"]
+    states = project.path / "data/06_models/states"
+    assert ledger.loc[0, "input_model_sha256"] == sha256_file(states / "original/model.safetensors")
+    assert ledger.loc[1, "output_model_sha256"] == sha256_file(
+        states / "req-0002/model.safetensors"
+    )
+    assert (ledger["stats_model_sha256"] == ledger.loc[0, "input_model_sha256"]).all()
+    # Class removal really removes the class from the forget set's predictions.
+    metrics = json.loads(
+        (project.path / "data/08_reporting/requests/req-0002/metrics.json").read_text()
+    )
+    assert metrics["forget_acc_after"] <= 0.05 < metrics["forget_acc_before"]
+    # Stored retain statistics = full − both forget sets; nothing else derived from them is kept.
+    files = sorted(p.name for p in (states / "req-0002").iterdir())
+    assert files == ["bases.safetensors", "model.safetensors", "retain_stats.safetensors"]
+    assert "sample_ids" not in ledger.columns
+    # A second run finds nothing pending and changes nothing.
+    before = project.files()
+    project.run("unlearn")
+    after = project.files()
+    assert {k: v for k, v in after.items() if "unlearn_last_run" not in k} == {
+        k: v for k, v in before.items() if "unlearn_last_run" not in k
+    }
+
+
+@pytest.mark.parametrize(
+    ("forget", "message"),
+    [
+        ({"sample_ids": [10**6]}, "unknown sample ids"),
+        ({"sample_ids": "val"}, "in the val/test splits"),
+        ({"sample_ids": "dup"}, "duplicate sample ids"),
+        ({"sample_ids": "again"}, "already forgotten"),
+        ({"classes": [10]}, "out of range"),
+    ],
+)
+def test_bad_request_is_rejected_and_leaves_every_file_unchanged(project, forget, message):
+    index = _train_ids(project)
+    train, val = split_ids(index, "train"), split_ids(index, "val")
+    file_request(project.path / REQUESTS, sample_ids=train[:5].tolist())
+    project.run("unlearn")
+    ids = {"val": val[:2].tolist(), "dup": [int(train[7])] * 2, "again": train[:1].tolist()}
+    if isinstance(forget.get("sample_ids"), str):
+        forget = {"sample_ids": ids[forget["sample_ids"]]}
+    file_request(project.path / REQUESTS, **forget)
+    before = project.files()
+    with pytest.raises(Exception, match=message):
+        project.run("unlearn")
+    assert project.files() == before
+
+
+def test_request_whose_id_differs_from_its_file_is_rejected(project):
+    folder = project.path / REQUESTS
+    path = file_request(folder, sample_ids=[0])
+    path.write_text(path.read_text().replace("id: req-0001", "id: req-9999"))
+    before = project.files()
+    with pytest.raises(Exception, match="differs from the file name"):
+        project.run("unlearn")
+    assert project.files() == before
+
+
+def test_unlearning_never_reads_the_retain_samples(project):
+    """The same request with every retain sample removed from the data gives the same model."""
+    p = project.path
+    index = _train_ids(project)
+    train = split_ids(index, "train")
+    file_request(p / REQUESTS, sample_ids=train[::10].tolist())
+    tensors, meta = load_tensors(p / "data/02_intermediate/samples.safetensors")
+    full = SampleSet.from_tensors(tensors)
+    plan = plan_requests(load_requests(p / REQUESTS), index, 10, set())[0]
+    keep = set(plan.forget_ids.tolist()) | set(split_ids(index, "val").tolist())
+    no_retain = full.with_ids(sorted(keep))
+    outputs = []
+    for samples, name in ((full, "a"), (no_retain, "b")):
+        execute_request(
+            plan,
+            StateStore(p / "data/06_models/states"),
+            samples,
+            index,
+            {"gamma": 0.95},
+            UnlearnConfig(),
+            p / f"reports-{name}",
+            p / f"ledger-{name}.csv",
+            resolve_device("cpu"),
+        )
+        outputs.append((p / "data/06_models/states/req-0001/model.safetensors").read_bytes())
+    assert outputs[0] == outputs[1]
+    assert len(no_retain) < len(full) / 3
+
+
+def test_retain_statistics_equal_full_minus_forget(project):
+    index = _train_ids(project)
+    train = split_ids(index, "train")
+    file_request(project.path / REQUESTS, sample_ids=train[:30].tolist())
+    project.run("unlearn")
+    states = project.path / "data/06_models/states"
+    full, _ = load_tensors(states / "original/retain_stats.safetensors")
+    retain, meta = load_tensors(states / "req-0001/retain_stats.safetensors")
+    from pgu.core.representation import collect_representations
+    from pgu.datasets import ModelDataset
+
+    model = ModelDataset(filepath=str(states / "original/model.safetensors")).load()
+    samples = SampleSet.from_tensors(
+        load_tensors(project.path / "data/02_intermediate/samples.safetensors")[0]
+    )
+    direct = collect_representations(model, samples.with_ids(train[30:]).batches(128))
+    for name, r in direct.items():
+        rel = torch.linalg.norm(retain[name] - r) / torch.linalg.norm(r)
+        assert rel < 1e-10, name
+    assert isinstance(TensorBundle(retain, meta).meta["stats_model_sha256"], str)
