@@ -1,0 +1,453 @@
+"""The PGU unlearning loop (METHOD.md sections 4-6): projected descent on the forget set.
+
+``unlearn(model, bases, forget, val, config)`` returns an unlearned copy of ``model``. Each
+epoch is one shuffled pass over the forget samples that minimises ``unlearning_loss`` by plain
+SGD (no momentum, no weight decay) on the weights of the layers that have a CGS basis, each
+gradient first projected onto the Residual Gradient Space. The model stays in eval mode
+(BatchNorm statistics frozen, dropout off). After every epoch the model is evaluated on the
+forget samples and the validation split only: the retain/train data is never used, neither
+for the updates nor for calibrating the step or deciding when to stop.
+
+Where this loop departs from the paper's reference code (METHOD.md section 6):
+
+**Self-calibrating step** (``step="calibrated"``, the default). Each step moves every updated
+layer l by the same *relative* amount, whatever the size of its gradient:
+
+    W_l <- W_l - (eta_e * s / B) * ||W_l|| / ||P(G_l)|| * P(G_l)
+
+with P(G_l) the projected gradient, ||W_l|| the layer's Frobenius norm at the start of the
+epoch, B the number of batches per epoch and s the calibration scale. So ``lr_start`` /
+``lr_end`` are fractions of the weights' norm that one epoch may move each layer, independent
+of the forget-set size and of the loss scale (the unlearning loss saturates on confidently
+memorised samples, so raw gradients differ by orders of magnitude between data sets: that is
+why the paper's fixed rate does nothing on some and overshoots on others). A layer whose
+gradient lies in its CGS up to round-off (||P(G)|| <= ``NULL_GRADIENT`` * ||G||) is not
+moved. The scale s starts at 1 and follows a trust-region rule. When an epoch overshoots the
+target (see below), its weights are discarded, s is halved and the epoch is redone from the
+previous weights. When an epoch falls short of the target at its first try, s is doubled for
+the next one, up to 1; an epoch accepted only after halving keeps the halved s. So the step
+shrinks near the target and recovers away from it, rather than crawling on after one noisy
+overshoot. At most ``max_backtracks`` epochs are redone in a whole run, so a run costs at most
+``epochs + max_backtracks`` passes and evaluations.
+
+**Stopping** (evaluated after every epoch; every threshold is a config field):
+
+- *samples* (``forget_classes`` None, random-sample removal): a model retrained without the
+  forget samples treats them like held-out data, so the target is a forget set that looks like
+  the validation split. With ``sample_measure="loss"`` (default) the gap is
+  g = ln(loss(D_f) / loss(V)) of the mean cross-entropies: a continuous version of the
+  paper's acc(V) - acc(D_f) that still moves when the original is already ~99% accurate on
+  held-out data and the accuracy gap is one or two samples. With ``"accuracy"`` the gap is
+  g = acc(V) - acc(D_f). The target is reached when g >= -``sample_tolerance`` and overshot
+  when g > +``sample_tolerance``.
+- *classes* (``forget_classes`` given): reached when the accuracy on the forget samples and
+  on the validation samples of the forgotten classes are both <= ``class_target_acc``. An
+  epoch after which the validation accuracy on the other classes is more than
+  ``class_guard_drop`` below its value before unlearning breaks the guard: an overshoot.
+
+The loop stops at the first epoch that reaches the target and keeps it. If an overshoot
+persists after the last backtrack (or at once with ``step="fixed"``), samples mode keeps
+whichever of that epoch and the previous one is closer to the target (|g|, ties to the later
+one), classes mode keeps the previous epoch. When the budget runs out, the epoch closest to
+the target is kept (samples: smallest |g|; classes: lowest forget-class accuracy). Endings
+that keep the original weights or miss the target are named in ``stop_reason`` and logged as
+WARNINGs, so the unchanged model is never returned silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pgu.core.data import SampleSet
+from pgu.core.losses import unlearning_loss
+from pgu.core.projection import project_gradients, projected_parameters
+from pgu.core.training import predict_logits
+
+logger = logging.getLogger(__name__)
+
+STEPS = ("calibrated", "fixed")
+SAMPLE_MEASURES = ("loss", "accuracy")
+
+# A projected gradient smaller than this fraction of the raw one is round-off of a gradient
+# that lies in the CGS; normalising it to a full-size step would amplify noise.
+NULL_GRADIENT = 1e-6
+
+# Floor on mean losses before the log-ratio, so a model with a loss of exactly 0 is still valid.
+LOSS_FLOOR = 1e-12
+
+# Slack on accuracy comparisons, so that e.g. 0.01 computed as 0.010000000000000002 counts.
+ACC_SLACK = 1e-12
+
+# Evaluation runs without gradients, so it can use larger batches than the updates.
+EVAL_BATCH = 512
+
+# Reasons that mean the target was not reached; they are logged as warnings.
+MISSED = ("target_at_start", "overshoot", "guard", "budget_exhausted", "no_trainable_layers")
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """Hyper-parameters and stopping rule of one unlearning run.
+
+    Attributes:
+        epochs: epoch budget E (passes over the forget set).
+        lr_start: learning rate of the first epoch. ``step="calibrated"``: the fraction of
+            each layer's weight norm one epoch moves it (times the calibration scale);
+            ``step="fixed"``: the plain SGD rate (the paper's: 0.05 -> 0.01).
+        lr_end: the rate the exponential decay eta_e = lr_start * (lr_end / lr_start)^(e / E),
+            e = 0 .. E - 1, approaches at the end of the budget.
+        step: "calibrated" (relative per-layer step, halved and redone on overshoot) or
+            "fixed" (the paper's plain SGD step eta_e * P(G), never re-scaled).
+        delta: offset of the forget term -log(1 - (p_y - delta)).
+        w_forget: weight of the forget term.
+        w_entropy: weight of the negative-entropy term.
+        batch_size: forget samples per step.
+        sample_measure: samples mode: how "the forget set looks like validation" is measured,
+            "loss" (log-ratio of mean cross-entropies) or "accuracy" (acc(V) - acc(D_f)).
+        sample_tolerance: samples mode: half-width of the target band around a zero gap, in
+            the unit of ``sample_measure`` (natural-log ratio, or accuracy as a fraction).
+        class_target_acc: classes mode: the accuracy, on the forget samples and on the
+            validation samples of the forgotten classes, at or below which the target is met.
+        class_guard_drop: classes mode: how far (a fraction) the validation accuracy on the
+            other classes may fall below its value before unlearning.
+        max_backtracks: calibrated step: how many overshooting epochs may be redone with a
+            halved scale in the whole run; the next overshoot after that ends the run.
+        seed: seeds the shuffling of the forget samples.
+    """
+
+    epochs: int = 30
+    # Relative sizes, tuned on bench/quality.py (digits): class removal needs ~3 epochs, and
+    # a too-large first step on random samples costs one or two backtracks, not a bad model.
+    lr_start: float = 0.2
+    lr_end: float = 0.04
+    step: str = "calibrated"
+    delta: float = 0.05
+    w_forget: float = 1.0
+    w_entropy: float = 0.2
+    batch_size: int = 64
+    sample_measure: str = "loss"
+    sample_tolerance: float = 0.25
+    class_target_acc: float = 0.01
+    class_guard_drop: float = 0.01
+    max_backtracks: int = 6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr_start <= 0 or self.lr_end <= 0:
+            raise ValueError(f"lr_start and lr_end must be > 0, got {self.lr_start}, {self.lr_end}")
+        if self.step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {self.step!r}")
+        if self.sample_measure not in SAMPLE_MEASURES:
+            raise ValueError(
+                f"sample_measure must be one of {SAMPLE_MEASURES}, got {self.sample_measure!r}"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if min(self.sample_tolerance, self.class_guard_drop, self.max_backtracks) < 0:
+            raise ValueError("sample_tolerance, class_guard_drop and max_backtracks must be >= 0")
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> UnlearnConfig:
+        """Build from a parameters dict (e.g. YAML), rejecting unknown keys with their names."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(
+                f"unknown unlearning parameters {sorted(unknown)}; valid: {sorted(known)}"
+            )
+        return cls(**dict(params))
+
+    def lr(self, epoch: int) -> float:
+        """eta_e = lr_start * (lr_end / lr_start) ** (e / E) for the epoch index e in [0, E)."""
+        return self.lr_start * (self.lr_end / self.lr_start) ** (epoch / self.epochs)
+
+
+@dataclass
+class UnlearnResult:
+    """Outcome of :func:`unlearn`.
+
+    Attributes:
+        model: the kept model: a copy, in eval mode, on the device it was unlearned on.
+        history: one record per evaluated epoch try (see :func:`unlearn`).
+        stop_reason: why the loop stopped (see :func:`unlearn`).
+        epochs_run: epochs of updates accepted (tries undone by a backtrack not counted).
+        kept_epoch: the epoch whose weights ``model`` holds; 0 is the original.
+        lr_scale: the calibration scale s of the last epoch run (1.0 unless an overshoot
+            halved it).
+    """
+
+    model: nn.Module
+    history: list[dict]
+    stop_reason: str
+    epochs_run: int
+    kept_epoch: int
+    lr_scale: float
+
+
+# --- evaluation and the stopping rule -------------------------------------------------------
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy of logits (N, C) against labels (N,); NaN for an empty set."""
+    return (logits.argmax(1) == y).double().mean().item() if len(y) else math.nan
+
+
+def evaluate_sets(
+    model: nn.Module,
+    forget: SampleSet,
+    val: SampleSet,
+    forget_classes: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """What the stopping rule looks at: accuracy and mean cross-entropy (nats) on both sets.
+
+    Returns:
+        forget_acc, forget_loss, val_acc, val_loss and, when ``forget_classes`` is given,
+        forget_class_val_acc (validation samples of those classes; NaN if none) and
+        other_val_acc (the other validation samples).
+    """
+    lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C)
+    lv = predict_logits(model, val, EVAL_BATCH, device)  # (N_v, C)
+    out = {
+        "forget_acc": _accuracy(lf, forget.y),
+        "forget_loss": F.cross_entropy(lf, forget.y).item(),
+        "val_acc": _accuracy(lv, val.y),
+        "val_loss": F.cross_entropy(lv, val.y).item(),
+    }
+    if forget_classes is not None:
+        removed = torch.isin(val.y, torch.tensor(list(forget_classes), dtype=val.y.dtype))
+        out["forget_class_val_acc"] = _accuracy(lv[removed], val.y[removed])
+        out["other_val_acc"] = _accuracy(lv[~removed], val.y[~removed])
+    return out
+
+
+def _assess(
+    m: Mapping[str, float], start: Mapping[str, float], classes: bool, config: UnlearnConfig
+) -> tuple[str, float]:
+    """Classify an evaluated epoch: "short" of the target, "hit" or "over"(shot).
+
+    Returns:
+        (status, distance): distance >= 0 ranks epochs by closeness to the target (samples:
+        |gap|; classes: the larger of the two forget-class accuracies).
+    """
+    if not classes:
+        if config.sample_measure == "loss":
+            ratio = max(m["forget_loss"], LOSS_FLOOR) / max(m["val_loss"], LOSS_FLOOR)
+            gap = math.log(ratio)
+        else:
+            gap = m["val_acc"] - m["forget_acc"]
+        tol = config.sample_tolerance
+        return ("short" if gap < -tol else "over" if gap > tol else "hit"), abs(gap)
+    if start["other_val_acc"] - m["other_val_acc"] > config.class_guard_drop + ACC_SLACK:
+        return "over", math.inf
+    val_acc = m["forget_class_val_acc"]
+    dist = max(m["forget_acc"], 0.0 if math.isnan(val_acc) else val_acc)
+    return ("hit" if dist <= config.class_target_acc + ACC_SLACK else "short"), dist
+
+
+# --- one epoch ------------------------------------------------------------------------------
+
+# A replacement loss: (logits (B, C), labels (B,), sample ids (B,)) -> scalar to minimise.
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _epoch(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    bases: Mapping[str, Tensor],
+    forget: SampleSet,
+    config: UnlearnConfig,
+    lr: float,
+    epoch: int,
+    device: str | torch.device,
+    loss_fn: LossFn | None,
+) -> float:
+    """One shuffled pass of projected descent over the forget set; returns the mean loss.
+
+    The shuffle depends only on (config.seed, epoch), so a redone epoch sees the same batches.
+    """
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(forget), generator=generator)  # (N_f,)
+    n_batches = math.ceil(len(forget) / config.batch_size)
+    calibrated = config.step == "calibrated"
+    w_norms = [torch.linalg.vector_norm(p.detach()).item() for p in params]
+    total = 0.0
+    for start in range(0, len(forget), config.batch_size):
+        idx = order[start : start + config.batch_size]  # (B,)
+        x, y = forget.inputs(idx).to(device), forget.y[idx].to(device)
+        for p in params:
+            p.grad = None
+        logits = model(x)  # (B, C)
+        if loss_fn is None:
+            loss = unlearning_loss(logits, y, config.delta, config.w_forget, config.w_entropy)
+        else:
+            loss = loss_fn(logits, y, forget.sample_id[idx].to(device))
+        loss.backward()
+        raw = [torch.linalg.vector_norm(p.grad).item() for p in params] if calibrated else []
+        project_gradients(model, bases)
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                if not calibrated:
+                    p.add_(p.grad, alpha=-lr)
+                    continue
+                g_norm = torch.linalg.vector_norm(p.grad).item()
+                if g_norm > NULL_GRADIENT * raw[i]:
+                    p.add_(p.grad, alpha=-(lr / n_batches) * w_norms[i] / g_norm)
+        total += loss.item() * y.shape[0]
+    for p in params:
+        p.grad = None
+    return total / len(forget)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def unlearn(
+    model: nn.Module,
+    bases: Mapping[str, Tensor],
+    forget: SampleSet,
+    val: SampleSet,
+    config: UnlearnConfig,
+    forget_classes: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[dict], None] | None = None,
+    loss_fn: LossFn | None = None,
+) -> UnlearnResult:
+    """Unlearn ``forget`` from a copy of ``model`` by projected gradient descent.
+
+    The step and the stopping rule are described in the module docstring.
+
+    Args:
+        model: the trained classifier; never modified.
+        bases: ``{layer: M (d, k)}`` CGS bases (``pgu.core.cgs.compute_bases``); only the
+            weights of tracked layers with k < d are updated.
+        forget: the samples to forget, with their true labels.
+        val: the validation split (never trained on); used only to decide when to stop.
+        config: hyper-parameters and stopping rule.
+        forget_classes: the removed classes for class removal; None for sample removal.
+        device: where to compute.
+        on_epoch: called with each history record as it is made.
+        loss_fn: replaces PGU's ``unlearning_loss`` (config.delta / w_* then unused); called
+            as ``loss_fn(logits (B, C), y (B,), sample_id (B,))``. For baselines and
+            ablations that reuse this loop's step and stopping rule.
+
+    Returns:
+        An :class:`UnlearnResult`. ``history[0]`` describes the original (epoch 0); each
+        later record one epoch try: epoch, lr (eta_e * s, the rate actually used), scale (s),
+        loss (mean unlearning loss of the pass), forget_acc, forget_loss, val_acc, val_loss,
+        for classes forget_class_val_acc and other_val_acc, status ("short", "hit", "over")
+        and accepted (False for a try undone by a backtrack). ``stop_reason``:
+        "target_reached"; "target_at_start" (the original already meets the target and is
+        returned); "overshoot" (samples: the band was jumped even at the smallest scale);
+        "guard" (classes: every try at the next epoch broke the guard); "budget_exhausted";
+        "no_trainable_layers" (every layer frozen). All but the first log a WARNING, and any
+        ending that keeps epoch 0 says that the original model is returned unchanged.
+
+    Raises:
+        ValueError: empty forget set or validation split.
+    """
+    if len(forget) == 0:
+        raise ValueError("the forget set is empty")
+    if len(val) == 0:
+        raise ValueError("the validation split is empty; unlearning needs it to know when to stop")
+    classes = None if forget_classes is None else [int(c) for c in forget_classes]
+    mode = "samples" if classes is None else "classes"
+    model = copy.deepcopy(model).to(device).eval()
+    params = projected_parameters(model, bases)
+    trainable = {id(p) for p in params}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:  # autograd only for the weights that move
+        p.requires_grad_(id(p) in trainable)
+    bases = {name: m.to(device) for name, m in bases.items()}
+    history: list[dict] = []
+
+    def snapshot() -> list[Tensor]:
+        return [p.detach().clone() for p in params]
+
+    def record(rec: dict) -> None:
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+
+    bar = None
+
+    def finish(reason: str, kept: int, weights: list[Tensor], run: int) -> UnlearnResult:
+        if bar is not None:
+            bar.close()
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        note = "; the ORIGINAL model is returned unchanged" if kept == 0 else ""
+        level = logging.WARNING if reason in MISSED or kept == 0 else logging.INFO
+        logger.log(level, "unlearning (%s) stopped: %s after %d epochs, keeping epoch %d%s",
+                   mode, reason, run, kept, note)
+        return UnlearnResult(model, history, reason, run, kept, scale)
+
+    start = evaluate_sets(model, forget, val, classes, device)
+    status, dist = _assess(start, start, classes is not None, config)
+    record({"epoch": 0, "lr": 0.0, "scale": 1.0, "loss": math.nan, **start, "status": status,
+            "accepted": True})
+    logger.info("unlearning %d samples (%s mode, %s); start: %s", len(forget), mode,
+                asdict(config), _fmt(start))
+    scale = 1.0
+    if not params:
+        return finish("no_trainable_layers", 0, [], 0)
+    if status == "hit":
+        return finish("target_at_start", 0, snapshot(), 0)
+
+    prev = (0, snapshot(), dist)  # (epoch, weights, distance) of the last accepted epoch
+    best = prev
+    backtracks = 0
+    bar = tqdm(total=config.epochs, desc="unlearn", unit="epoch", disable=None, leave=False)
+    for e in range(config.epochs):
+        eta = config.lr(e)
+        for attempt in range(config.max_backtracks + 1):
+            loss = _epoch(model, params, bases, forget, config, eta * scale, e, device, loss_fn)
+            m = evaluate_sets(model, forget, val, classes, device)
+            status, dist = _assess(m, start, classes is not None, config)
+            redo = (status == "over" and config.step == "calibrated"
+                    and backtracks < config.max_backtracks)
+            record({"epoch": e + 1, "lr": eta * scale, "scale": scale, "loss": loss, **m,
+                    "status": status, "accepted": not redo})
+            logger.info("epoch %d try %d: lr %.4g %s -> %s", e + 1, attempt + 1, eta * scale,
+                        _fmt(m), status)
+            if not redo:
+                break
+            with torch.no_grad():  # undo the overshooting epoch, retry with half the step
+                for p, w in zip(params, prev[1], strict=True):
+                    p.copy_(w)
+            scale *= 0.5
+            backtracks += 1
+        bar.update()
+        bar.set_postfix(forget_acc=f"{m['forget_acc']:.4f}", val_acc=f"{m['val_acc']:.4f}")
+        here = (e + 1, snapshot(), dist)
+        if status == "hit":
+            return finish("target_reached", e + 1, here[1], e + 1)
+        if status == "over":
+            # classes: the guard broke, keep the last epoch that held it; samples: the band
+            # was jumped, keep the closer side (ties to the later epoch, which did forget)
+            kept = prev if classes is not None or dist > prev[2] else here
+            return finish("guard" if classes is not None else "overshoot", kept[0], kept[1], e + 1)
+        prev = here
+        if dist <= best[2]:
+            best = here
+        if attempt == 0:  # short at the first try: earn back one halving
+            scale = min(1.0, 2.0 * scale)
+    return finish("budget_exhausted", best[0], best[1], config.epochs)
+
+
+def _fmt(m: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in m.items())

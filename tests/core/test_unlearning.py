@@ -1,0 +1,286 @@
+"""Tests for pgu.core.unlearning: what the loop may touch, what it must leave alone, and that
+its stopping rule reports every ending explicitly.
+
+The references are the method's guarantees: only projected weights move; a step orthogonal to
+the retained inputs leaves a layer's response to them unchanged; the same seed gives the same
+bytes.
+"""
+
+import copy
+import io
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pgu.core.cgs import compute_bases, retain_statistics, spectrum
+from pgu.core.data import SampleSet
+from pgu.core.losses import unlearning_loss
+from pgu.core.models import build_model
+from pgu.core.projection import project_gradients
+from pgu.core.representation import collect_representations, layer_dim, tracked_layers
+from pgu.core.training import TrainRecipe, accuracy_and_loss, train_model
+from pgu.core.unlearning import UnlearnConfig, evaluate_sets, unlearn
+
+
+def sample_set(x: torch.Tensor, y: torch.Tensor, num_classes: int, first_id: int = 0) -> SampleSet:
+    """Float features taken as they are (mean 0, std 1)."""
+    c = x.shape[1]
+    return SampleSet(
+        x.float(), y.long(), torch.arange(first_id, first_id + len(y)),
+        torch.zeros(c), torch.ones(c), num_classes,
+    )
+
+
+def state_bytes(model: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def conv_net() -> nn.Module:
+    """conv - ReLU - BN - flatten - linear - ReLU - BN - linear, untrained."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 16), nn.ReLU(), nn.BatchNorm1d(16), nn.Linear(16, 3),
+    )
+
+
+def images(n: int, seed: int) -> SampleSet:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 5, 5, generator=g)
+    return SampleSet(x, torch.randint(0, 3, (n,), generator=g), torch.arange(n),
+                     torch.zeros(1), torch.ones(1), 3)
+
+
+def bases_for(model: nn.Module, full: SampleSet, forget: SampleSet, **kw) -> dict:
+    r_full = collect_representations(model, full.batches(64))
+    r_forget = collect_representations(model, forget.batches(64))
+    return compute_bases(retain_statistics(r_full, r_forget), **kw)[0]
+
+
+@pytest.fixture(scope="module")
+def conv_case():
+    """A small conv net that memorised random labels (so forgetting has work to do)."""
+    model = conv_net()
+    train = images(60, seed=1)
+    train_model(model, train, TrainRecipe(epochs=40, batch_size=20, lr=0.05, lr_end=0.01))
+    forget = train.take(torch.arange(10))
+    val = images(30, seed=2)
+    bases = bases_for(model, train, forget, gamma=0.9, overrides={"4": 1.0})  # freeze "4"
+    return model, forget, val, bases
+
+
+def test_unlearn_never_mutates_input_and_moves_only_projected_weights(conv_case):
+    model, forget, val, bases = conv_case
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = UnlearnConfig(epochs=3, lr_start=0.05, lr_end=0.05, sample_tolerance=0.0)
+    result = unlearn(model, bases, forget, val, config)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"input model changed at {k}"
+    assert not result.model.training
+    after = result.model.state_dict()
+    assert set(tracked_layers(model)) == {"0", "4", "7"}
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    # conv "0" and linear "7" are projected and updated; linear "4" is frozen (k = d);
+    # biases, BatchNorm affine parameters and running statistics never move
+    assert moved == {"0.weight", "7.weight"}, moved
+    assert result.epochs_run >= 1 and result.kept_epoch >= 1
+
+
+def test_full_retain_basis_keeps_first_layer_output_on_retain_samples():
+    """With M spanning all of the retain inputs, a projected step is invisible on them."""
+    g = torch.Generator().manual_seed(0)
+    d, rank = 12, 7
+    span = torch.linalg.qr(torch.randn(d, rank, generator=g))[0]  # (d, rank) orthonormal
+    retain_x = torch.randn(80, rank, generator=g) @ span.T  # (80, d) inside span
+    forget_x = torch.randn(20, d, generator=g)  # generic: leaves the span
+    y = torch.randint(0, 3, (100,), generator=g)
+    full = sample_set(torch.cat([retain_x, forget_x]), y, 3)
+    forget = full.take(torch.arange(80, 100))
+    retain = full.take(torch.arange(80))
+    torch.manual_seed(1)
+    model = build_model("mlp", (d,), 3, hidden=(32,))
+    train_model(model, full, TrainRecipe(epochs=60, batch_size=20, lr=0.05, lr_end=0.01))
+    r_retain = retain_statistics(
+        collect_representations(model, full.batches(50)),
+        collect_representations(model, forget.batches(50)),
+    )
+    bases = {}
+    for name, r in r_retain.items():  # the exact range of R_retain (nonzero eigenvalues)
+        lam, u = spectrum(r)
+        k = int((lam > 1e-9 * lam[0]).sum())
+        bases[name] = u[:, :k].float().contiguous()
+    assert bases["features.fc1"].shape == (d, rank)
+    val = sample_set(torch.randn(40, d, generator=g), torch.randint(0, 3, (40,), generator=g), 3)
+    config = UnlearnConfig(epochs=2, lr_start=0.1, lr_end=0.1, sample_tolerance=0.0)
+    result = unlearn(model, bases, forget, val, config)
+    assert result.kept_epoch >= 1, result.history
+    fc1_before, fc1_after = model.features.fc1, result.model.features.fc1
+    assert not torch.equal(fc1_before.weight, fc1_after.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fc1_after(retain.inputs()), fc1_before(retain.inputs()), atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.fixture(scope="module")
+def memorised():
+    """An MLP that memorised noisy labels: train accuracy 1, validation clearly below."""
+    g = torch.Generator().manual_seed(0)
+    n, d, c = 300, 10, 3
+    w = torch.randn(d, c, generator=g)
+    x = torch.randn(n, d, generator=g)
+    y = (x @ w).argmax(1)
+    flip = torch.rand(n, generator=g) < 0.25
+    y = torch.where(flip, torch.randint(0, c, (n,), generator=g), y)
+    data = sample_set(x, y, c)
+    train, val = data.take(torch.arange(200)), data.take(torch.arange(200, 300))
+    torch.manual_seed(0)
+    model = build_model("mlp", (d,), c, hidden=(128,))
+    train_model(model, train, TrainRecipe(epochs=60, batch_size=32, lr=0.1, lr_end=0.01))
+    forget = train.take(torch.arange(40))
+    bases = bases_for(model, train, forget, gamma=0.95)
+    return model, forget, val, bases
+
+
+def test_samples_mode_moves_forget_accuracy_toward_validation(memorised):
+    model, forget, val, bases = memorised
+    start = evaluate_sets(model, forget, val)
+    assert start["forget_acc"] == 1.0 and start["val_acc"] < 0.9
+    result = unlearn(model, bases, forget, val, UnlearnConfig())
+    assert result.stop_reason == "target_reached", result.history
+    end = result.history[-1]
+    assert result.kept_epoch == end["epoch"] >= 1
+    assert end["forget_acc"] < start["forget_acc"]
+    assert abs(end["forget_acc"] - end["val_acc"]) < abs(start["forget_acc"] - start["val_acc"])
+    assert abs(math.log(end["forget_loss"] / end["val_loss"])) <= UnlearnConfig().sample_tolerance
+    # the kept model is the one the last record describes
+    acc, _ = accuracy_and_loss(result.model, forget)
+    assert acc == pytest.approx(end["forget_acc"])
+    for rec in result.history:
+        assert {"epoch", "lr", "loss", "forget_acc", "val_acc"} <= set(rec)
+
+
+def test_too_large_step_is_halved_not_reported_as_done(memorised):
+    model, forget, val, bases = memorised
+    result = unlearn(model, bases, forget, val, UnlearnConfig(lr_start=5.0, lr_end=5.0))
+    assert result.lr_scale < 1.0
+    assert any(not rec["accepted"] for rec in result.history)
+    assert result.stop_reason in {"target_reached", "overshoot"}
+    assert result.kept_epoch >= 1
+
+
+def test_classes_mode_reaches_target_and_holds_guard():
+    """Each class lives in its own 4 input dims, so class 0 can go without touching the rest."""
+    g = torch.Generator().manual_seed(3)
+    d, c = 12, 3
+    y = torch.arange(300) % c
+    x = torch.zeros(300, d)
+    for k in range(c):
+        rows = y == k
+        x[rows, 4 * k : 4 * k + 4] = torch.randn(int(rows.sum()), 4, generator=g) + 2.0
+    data = sample_set(x, y, c)
+    train, val = data.take(torch.arange(210)), data.take(torch.arange(210, 300))
+    torch.manual_seed(0)
+    model = build_model("mlp", (d,), c, hidden=(32,))
+    train_model(model, train, TrainRecipe(epochs=10, batch_size=32, lr=0.05, lr_end=0.01))
+    forget = train.take(train.y == 0)
+    bases = bases_for(model, train, forget, gamma=0.95)
+    config = UnlearnConfig()
+    result = unlearn(model, bases, forget, val, config, forget_classes=[0])
+    end = next(r for r in result.history if r["epoch"] == result.kept_epoch and r["accepted"])
+    assert result.stop_reason == "target_reached", result.history
+    assert end["forget_acc"] <= config.class_target_acc
+    assert end["forget_class_val_acc"] <= config.class_target_acc
+    assert result.history[0]["other_val_acc"] - end["other_val_acc"] <= config.class_guard_drop
+
+
+def test_budget_exhausted_is_explicit_and_warns(memorised, caplog):
+    model, forget, val, bases = memorised
+    config = UnlearnConfig(epochs=2, lr_start=1e-6, lr_end=1e-6)
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        result = unlearn(model, bases, forget, val, config)
+    assert result.stop_reason == "budget_exhausted"
+    assert result.epochs_run == 2
+    assert any("budget_exhausted" in r.getMessage() for r in caplog.records)
+
+
+def test_returning_the_original_is_explicit_and_warns(memorised, caplog):
+    model, _, val, bases = memorised
+    # the validation split itself as "forget set": it already looks like held-out data
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        result = unlearn(model, bases, val, val, UnlearnConfig())
+    assert result.stop_reason == "target_at_start"
+    assert result.kept_epoch == 0 and result.epochs_run == 0
+    assert state_bytes(result.model) == state_bytes(model)
+    assert any("ORIGINAL" in r.getMessage() for r in caplog.records)
+
+    # M = I (k = d) everywhere: every layer frozen
+    frozen = {name: torch.eye(layer_dim(layer)) for name, layer in tracked_layers(model).items()}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        result = unlearn(model, frozen, val.take(torch.arange(5)), val, UnlearnConfig())
+    assert result.stop_reason == "no_trainable_layers" and result.kept_epoch == 0
+    assert any("ORIGINAL" in r.getMessage() for r in caplog.records)
+
+
+def test_same_seed_gives_identical_bytes(conv_case):
+    model, forget, val, bases = conv_case
+    config = UnlearnConfig(epochs=3, sample_tolerance=0.0, batch_size=4, seed=5)
+    a = unlearn(model, bases, forget, val, config)
+    b = unlearn(model, bases, forget, val, config)
+    assert a.kept_epoch >= 1
+    assert state_bytes(a.model) == state_bytes(b.model)
+    assert str(a.history) == str(b.history)
+
+
+def test_fixed_step_is_plain_sgd(memorised):
+    """One batch, one epoch: W <- W - lr * P(G), the paper's update, nothing re-scaled."""
+    model, forget, val, bases = memorised
+    config = UnlearnConfig(epochs=1, step="fixed", lr_start=0.05, lr_end=0.05,
+                           batch_size=len(forget))
+    result = unlearn(model, bases, forget, val, config)
+    assert result.stop_reason == "budget_exhausted" and result.kept_epoch == 1
+    assert result.history[1]["lr"] == pytest.approx(0.05) and result.lr_scale == 1.0
+
+    ref = copy.deepcopy(model).eval()
+    unlearning_loss(ref(forget.inputs()), forget.y).backward()
+    project_gradients(ref, bases)
+    for name in ("features.fc1", "head"):
+        layer = ref.get_submodule(name)
+        expected = layer.weight.detach() - 0.05 * layer.weight.grad
+        got = result.model.get_submodule(name).weight.detach()
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_loss_fn_replaces_the_loss_and_sees_sample_ids(conv_case):
+    model, forget, val, bases = conv_case
+    seen: list[int] = []
+
+    def ascent(logits: torch.Tensor, y: torch.Tensor, sample_id: torch.Tensor) -> torch.Tensor:
+        seen.extend(sample_id.tolist())
+        return -nn.functional.cross_entropy(logits, y)
+
+    config = UnlearnConfig(epochs=2, batch_size=3, sample_tolerance=0.0)
+    result = unlearn(model, bases, forget, val, config, loss_fn=ascent)
+    assert sorted(seen[: len(forget)]) == sorted(forget.sample_id.tolist())
+    assert len(seen) == len(forget) * (len(result.history) - 1)
+
+
+def test_config_rejects_unknown_and_invalid_values():
+    cfg = UnlearnConfig.from_params({"epochs": 5, "lr_start": 0.1})
+    assert cfg.epochs == 5 and cfg.lr_start == 0.1
+    with pytest.raises(ValueError, match="learning_rate"):
+        UnlearnConfig.from_params({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="step"):
+        UnlearnConfig(step="adam")
+    with pytest.raises(ValueError, match="epochs"):
+        UnlearnConfig(epochs=0)
+    assert UnlearnConfig(lr_start=0.2, lr_end=0.02, epochs=10).lr(0) == pytest.approx(0.2)
+    assert UnlearnConfig(lr_start=0.2, lr_end=0.02, epochs=10).lr(5) == pytest.approx(
+        0.2 * 0.1**0.5
+    )
