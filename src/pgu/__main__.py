@@ -15,6 +15,9 @@ def main(*args: Any, **kwargs: Any) -> Any:
     interactive = hasattr(sys, "ps1")
     kwargs["standalone_mode"] = not interactive
 
+    if sys.argv[1:2] == ["run"]:  # `python -m pgu run ...` reads like `kedro run ...`
+        del sys.argv[1]
+
     run = find_run_command(package_name)
     return run(*args, **kwargs)
 

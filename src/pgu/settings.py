@@ -7,3 +7,8 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
 }
+
+from pgu.hooks import DistributedHooks  # noqa: E402
+
+# Joins torch.distributed under torchrun (WORLD_SIZE > 1); only rank 0 writes outputs.
+HOOKS = (DistributedHooks(),)

@@ -87,7 +87,8 @@ def test_basis_size_rejects_unsorted_or_negative_sigma():
 
 def test_compute_bases_orthonormal_and_summary():
     retain = {"a": random_psd(10, 10, seed=2), "b": random_psd(6, 3, seed=3)}
-    bases, summary = compute_bases(retain, gamma=0.8)
+    # lean=False always stores M; the lean choice is tested in test_lean_bases.py
+    bases, summary = compute_bases(retain, gamma=0.8, lean=False)
     assert list(bases) == ["a", "b"]
     for name, m in bases.items():
         k = m.shape[1]
@@ -113,7 +114,7 @@ def test_compute_bases_orthonormal_and_summary():
 
 def test_compute_bases_overrides_and_freeze():
     retain = {"a": random_psd(8, 8, seed=4), "b": random_psd(5, 5, seed=5)}
-    bases, summary = compute_bases(retain, gamma=0.5, overrides={"b": 1.0})
+    bases, summary = compute_bases(retain, gamma=0.5, overrides={"b": 1.0}, lean=False)
     assert bases["b"].shape == (5, 5)
     assert summary[1]["frozen"] is True and summary[1]["gamma"] == 1.0
     assert summary[0]["gamma"] == 0.5 and bases["a"].shape[1] < 8

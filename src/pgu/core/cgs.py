@@ -10,6 +10,10 @@ layer's response to the retained inputs stays (nearly) unchanged.
 
 gamma = 1 means "freeze the layer": k = d by definition, the basis spans the whole input
 space and the projection removes every gradient.
+
+Bases are lean: per layer, either M (d x k) or its complement N (d x (d - k)) is kept,
+whichever is smaller, and the key says which (``layer`` or ``layer + COMPLEMENT_SUFFIX``).
+Storage and projection cost O(d * min(k, d - k)) instead of O(d * k).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import torch
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
+
+# Key suffix of a layer whose stored basis is the complement N of its CGS basis M.
+COMPLEMENT_SUFFIX = ".complement"
 
 # Slack for the "cumulative share <= gamma" test, so that a share equal to gamma up to
 # round-off (e.g. 0.7 computed as 0.7000000000000001) still counts.
@@ -162,19 +169,30 @@ def compute_bases(
     retain: Mapping[str, Tensor],
     gamma: float = 0.95,
     overrides: Mapping[str, float] | None = None,
+    lean: bool = True,
+    device: str | torch.device | None = None,
 ) -> tuple[dict[str, Tensor], list[dict]]:
-    """CGS bases M_l = U[:, :k_l] of every layer's retain statistics.
+    """CGS bases of every layer's retain statistics, each stored in its smaller form.
+
+    The CGS basis is M_l = U[:, :k_l] (d, k); its complement, the Residual Gradient Space, is
+    N_l = U[:, k_l:] (d, d - k). Either one determines the projection (G - (G M) M^T equals
+    (G N) N^T), so with ``lean`` each layer stores whichever has fewer columns: M under the
+    key ``layer``, or N under ``layer + COMPLEMENT_SUFFIX`` (on a tie, M). A frozen layer
+    (k = d) thus stores an empty (d, 0) complement. ``pgu.core.projection`` reads both forms.
 
     Args:
         retain: ``{layer: R_retain (d, d)}``.
         gamma: default threshold in (0, 1]; 1 freezes a layer.
         overrides: per-layer thresholds ``{layer: gamma_l}``.
+        lean: store the smaller of M and N (False: always M, under the key ``layer``).
+        device: where to eigen-decompose (e.g. "cuda"); None: where each matrix is.
 
     Returns:
-        ``(bases, summary)``: bases ``{layer: M (d, k) float32 contiguous}`` with orthonormal
-        columns; summary, one dict per layer in ``retain`` order with keys ``layer``, ``d``,
-        ``k``, ``k_over_d``, ``gamma``, ``frozen`` (k == d, i.e. gamma == 1) and ``sigma``
-        (the singular values, descending, as a list).
+        ``(bases, summary)``: bases ``{key: (d, k) or (d, d - k) float32 contiguous}`` with
+        orthonormal columns, on ``device``; summary, one dict per layer in ``retain`` order
+        with keys ``layer``, ``d``, ``k`` (the CGS dimension, whichever form is stored),
+        ``k_over_d``, ``gamma``, ``frozen`` (k == d, i.e. gamma == 1) and ``sigma`` (the
+        singular values, descending, as a list).
 
     Raises:
         ValueError: an override names a layer not in ``retain``, or a gamma is invalid.
@@ -187,10 +205,14 @@ def compute_bases(
     summary: list[dict] = []
     for name, r in retain.items():
         g = float(overrides.get(name, gamma))
-        lam, u = spectrum(r)  # (d,), (d, d)
-        k = basis_size(lam.sqrt(), g)
+        lam, u = spectrum(r if device is None else r.to(device))  # (d,), (d, d)
+        sigma = lam.sqrt()
+        k = basis_size(sigma, g)
         d = lam.numel()
-        bases[name] = u[:, :k].to(torch.float32).contiguous()  # (d, k)
+        if lean and d - k < k:
+            bases[name + COMPLEMENT_SUFFIX] = u[:, k:].to(torch.float32).contiguous()  # (d, d-k)
+        else:
+            bases[name] = u[:, :k].to(torch.float32).contiguous()  # (d, k)
         summary.append(
             {
                 "layer": name,
@@ -199,8 +221,13 @@ def compute_bases(
                 "k_over_d": k / d if d else 0.0,
                 "gamma": g,
                 "frozen": k == d,
-                "sigma": lam.sqrt().tolist(),  # descending, for spectrum plots
+                "sigma": sigma.cpu().tolist(),  # descending, for spectrum plots
             }
         )
         logger.info("CGS %s: gamma %.3f keeps k=%d of d=%d", name, g, k, d)
     return bases, summary
+
+
+def basis_bytes(bases: Mapping[str, Tensor]) -> int:
+    """Bytes the stored bases take (their elements; no file header)."""
+    return sum(b.numel() * b.element_size() for b in bases.values())

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from pgu.core.models import build_model
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 META_KEY = "pgu"  # one header key holding sorted JSON: header bytes do not depend on dict order
 
 
@@ -62,6 +64,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

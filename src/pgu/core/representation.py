@@ -13,20 +13,33 @@ in the row space of R_l. The rows are ordered like ``weight.view(out, -1)``, so
 
 ``collect_representations`` gathers every R_l in one eval-mode forward pass with forward
 pre-hooks, accumulating in float64 so that R_full - R_forget equals R_retain to round-off.
+``collect_representations_sharded`` does the same over a whole sample set in fixed chunks that
+several processes (``torchrun``) can share, with bytes that do not depend on how many do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pgu.core import distributed
+from pgu.core.data import SampleSet
 
 logger = logging.getLogger(__name__)
 
 TRACKED_TYPES = (nn.Conv2d, nn.Linear)
+
+# Torch threads for collection on the CPU: with more, MKL splits the float64 products
+# differently and the bytes (hence lineage hashes) would depend on the machine's core count.
+DEFAULT_CPU_THREADS = 1
 
 
 def tracked_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -117,11 +130,78 @@ def _batch_input(batch: object) -> Tensor:
     return batch
 
 
+def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:
+    """The tracked layers to collect, by name; an unknown name is an error."""
+    tracked = tracked_layers(model)
+    names = list(tracked) if layers is None else list(layers)
+    unknown = [n for n in names if n not in tracked]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; tracked layers are {list(tracked)}")
+    return {n: tracked[n] for n in names}
+
+
+@contextmanager
+def _row_products(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    device: torch.device,
+    cpu_threads: int | None,
+) -> Iterator[dict[str, Tensor]]:
+    """Hooks that leave, after each forward pass, ``{layer: rows^T rows}`` (d, d) float64.
+
+    The yielded dict is filled by the pass (a layer called twice adds both products) and must
+    be cleared by the caller before the next one. Inside the context the model is on
+    ``device`` in eval mode; on CUDA, TF32 is off so the forward pass is plain float32 (a
+    sample's rows must not depend on which other samples share its batch beyond fp32 noise,
+    or R_full - R_forget drifts from R_retain); on the CPU torch uses ``cpu_threads`` threads.
+    Everything is restored on exit, even on error.
+    """
+    first_param = next(model.parameters(), None)
+    original_device = first_param.device if first_param is not None else None
+    modes = {m: m.training for m in model.modules()}
+    threads = torch.get_num_threads()
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    products: dict[str, Tensor] = {}
+    handles = []
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str) -> None:
+        rows = layer_rows(module, inputs[0]).to(torch.float64)  # (n_rows, d)
+        p = rows.T @ rows  # (d, d)
+        products[name] = products[name] + p if name in products else p
+
+    try:
+        model.to(device)
+        model.eval()
+        if device.type == "cpu" and cpu_threads is not None:
+            torch.set_num_threads(cpu_threads)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        for name, layer in layers.items():
+            handles.append(layer.register_forward_pre_hook(partial(hook, name=name)))
+        yield products
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.train(training)
+        if original_device is not None:
+            model.to(original_device)
+        torch.set_num_threads(threads)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _symmetric_cpu(sums: dict[str, Tensor]) -> dict[str, Tensor]:
+    # rows^T rows is symmetric only up to BLAS round-off; make it exactly symmetric
+    return {name: ((r + r.T) / 2).cpu() for name, r in sums.items()}
+
+
 def collect_representations(
     model: nn.Module,
     batches: Iterable[Tensor],
     device: str | torch.device = "cpu",
     layers: Sequence[str] | None = None,
+    cpu_threads: int | None = DEFAULT_CPU_THREADS,
 ) -> dict[str, Tensor]:
     """Representation matrices R_l of the tracked layers over all samples in ``batches``.
 
@@ -137,6 +217,9 @@ def collect_representations(
             its first item is used). No augmentation should be applied to them.
         device: where to run the forward pass.
         layers: names of the layers to collect (default: all of ``tracked_layers(model)``).
+        cpu_threads: torch threads on the CPU during the pass (None: leave torch's setting).
+            The default 1 makes the bytes independent of the machine's core count: MKL
+            splits the float64 products differently with more threads.
 
     Returns:
         ``{layer_name: R_l}`` with R_l a (d, d) float64 CPU tensor, exactly symmetric
@@ -145,46 +228,94 @@ def collect_representations(
     Raises:
         ValueError: a name in ``layers`` is not a tracked layer.
     """
-    tracked = tracked_layers(model)
-    names = list(tracked) if layers is None else list(layers)
-    unknown = [n for n in names if n not in tracked]
-    if unknown:
-        raise ValueError(f"unknown layers {unknown}; tracked layers are {list(tracked)}")
+    chosen = _resolve_layers(model, layers)
     device = torch.device(device)
-
-    first_param = next(model.parameters(), None)
-    original_device = first_param.device if first_param is not None else None
-    modes = {m: m.training for m in model.modules()}
-    handles = []
-    sums: dict[str, Tensor] = {}
+    sums = {
+        name: torch.zeros(layer_dim(layer), layer_dim(layer), dtype=torch.float64, device=device)
+        for name, layer in chosen.items()
+    }
     n_samples = 0
-    try:
-        model.to(device)
-        model.eval()
-        for name in names:
-            layer = tracked[name]
-            d = layer_dim(layer)
-            sums[name] = torch.zeros(d, d, dtype=torch.float64, device=device)
-
-            def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str = name) -> None:
-                rows = layer_rows(module, inputs[0]).to(torch.float64)  # (n_rows, d)
-                sums[name] += rows.T @ rows  # (d, d)
-
-            handles.append(layer.register_forward_pre_hook(hook))
-        with torch.no_grad():
-            for batch in batches:
-                x = _batch_input(batch).to(device)
-                model(x)
-                n_samples += x.shape[0]
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.train(training)
-        if original_device is not None:
-            model.to(original_device)
+    with _row_products(model, chosen, device, cpu_threads) as products, torch.no_grad():
+        for batch in tqdm(batches, desc="collect", unit="batch", disable=None, leave=False):
+            x = _batch_input(batch).to(device)
+            products.clear()
+            model(x)
+            for name, p in products.items():
+                sums[name] += p
+            n_samples += x.shape[0]
     logger.info(
-        "collected representation matrices of %d layers over %d samples", len(names), n_samples
+        "collected representation matrices of %d layers over %d samples", len(sums), n_samples
     )
-    # rows^T rows is symmetric only up to BLAS round-off; make it exactly symmetric
-    return {name: ((r + r.T) / 2).cpu() for name, r in sums.items()}
+    return _symmetric_cpu(sums)
+
+
+def collect_representations_sharded(
+    model: nn.Module,
+    data: SampleSet | Tensor,
+    chunk_size: int = 256,
+    device: str | torch.device = "cpu",
+    layers: Sequence[str] | None = None,
+    cpu_threads: int | None = DEFAULT_CPU_THREADS,
+) -> dict[str, Tensor]:
+    """R_l over every sample of ``data``, shared among processes, the same bytes for any number.
+
+    The samples are cut, in their stored order, into chunks of ``chunk_size``; each chunk is
+    one forward pass whose float64 products form the chunk's partial sums, and the partial
+    sums are added in chunk order (``pgu.core.distributed.ordered_chunk_sum``). Without a
+    process group (or with one process) this is exactly ``collect_representations(model,
+    data.batches(chunk_size), ...)``, byte for byte; with W processes each computes every W-th
+    chunk and all of them return the same result. The bytes depend on ``chunk_size``, never on
+    the number of processes (at a fixed ``cpu_threads`` on the CPU, on the same hardware).
+
+    Args:
+        model: the classifier (the same weights on every process).
+        data: a SampleSet (normalised inputs are taken chunk by chunk) or float inputs (N, ...).
+        chunk_size: samples per chunk and per forward pass.
+        device: where to run (under ``torchrun`` with CUDA, "cuda" is this process's GPU).
+        layers: names of the layers to collect (default: all tracked layers).
+        cpu_threads: as in :func:`collect_representations`.
+
+    Returns:
+        ``{layer_name: R_l}``, (d, d) float64 CPU tensors, exactly symmetric, on every process.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chosen = _resolve_layers(model, layers)
+    device = torch.device(device)
+    n = len(data)
+    n_chunks = math.ceil(n / chunk_size)
+    zeros = {
+        name: torch.zeros(layer_dim(layer), layer_dim(layer), dtype=torch.float64, device=device)
+        for name, layer in chosen.items()
+    }
+    bar = tqdm(
+        total=math.ceil(n_chunks / distributed.world_size()),
+        desc="collect",
+        unit="chunk",
+        disable=None if distributed.is_main_process() else True,
+        leave=False,
+    )
+
+    def inputs(c: int) -> Tensor:
+        rows = slice(c * chunk_size, min(n, (c + 1) * chunk_size))
+        return data.inputs(rows) if isinstance(data, SampleSet) else data[rows]
+
+    with _row_products(model, chosen, device, cpu_threads) as products, torch.no_grad():
+
+        def chunk_sum(c: int) -> dict[str, Tensor]:
+            products.clear()
+            model(inputs(c).to(device))
+            bar.update()
+            return {name: products.get(name, zero) for name, zero in zeros.items()}
+
+        sums = distributed.ordered_chunk_sum(n_chunks, chunk_sum, zeros)
+    bar.close()
+    logger.info(
+        "collected representation matrices of %d layers over %d samples in %d chunks "
+        "(%d process(es))",
+        len(sums),
+        n,
+        n_chunks,
+        distributed.world_size(),
+    )
+    return _symmetric_cpu(sums)

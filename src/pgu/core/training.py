@@ -4,6 +4,13 @@ the same code on a subset, the retrained gold standard.
 Plain SGD with momentum and weight decay, an exponential learning-rate decay from ``lr`` to
 ``lr_end`` over the epochs, optional crop+flip augmentation for images. Seeded end to end: the
 same seed on the same machine gives byte-identical weights.
+
+Under ``torchrun`` (a process group from ``pgu.core.distributed``) training is data-parallel:
+every process draws the same permutation and augmentations, trains on its shard of each global
+batch of ``batch_size`` samples, and DistributedDataParallel averages the gradients. Results then
+match the single-process run only to float round-off (the gradient sum is grouped differently,
+and BatchNorm normalises each shard with its own batch statistics); with one process the code
+path is the plain loop, byte for byte.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from pgu.core import distributed
 from pgu.core.checkpoint import build_from_spec
 from pgu.core.data import SampleSet
 
@@ -73,13 +82,34 @@ def exponential_lr(lr: float, lr_end: float, epoch: int, epochs: int) -> float:
 
 def augment(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
     """Random crop with zero padding and random horizontal flip of a batch (B, C, H, W)."""
-    if flip:
-        mask = torch.rand(x.shape[0], generator=generator) < 0.5  # (B,)
-        x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
-    if padding > 0:
+    return apply_augmentation(x, draw_augmentation(x.shape[0], padding, flip, generator), padding)
+
+
+def draw_augmentation(
+    b: int, padding: int, flip: bool, generator: torch.Generator
+) -> tuple[Tensor | None, Tensor | None]:
+    """The random choices of :func:`augment` for a batch of ``b``: (flip mask (B,), offsets (B, 2)).
+
+    Drawn apart from the images so that every process of a distributed run can draw them for
+    the whole global batch (keeping the generators in step) and apply its own rows only.
+    """
+    mask = torch.rand(b, generator=generator) < 0.5 if flip else None  # (B,)
+    offsets = (
+        torch.randint(0, 2 * padding + 1, (b, 2), generator=generator) if padding > 0 else None
+    )  # (B, 2)
+    return mask, offsets
+
+
+def apply_augmentation(
+    x: Tensor, choices: tuple[Tensor | None, Tensor | None], padding: int
+) -> Tensor:
+    """Apply the choices of :func:`draw_augmentation` to a batch (B, C, H, W)."""
+    mask, offsets = choices
+    if mask is not None:
+        x = torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+    if offsets is not None:
         b, _, h, w = x.shape
         padded = F.pad(x, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)  # (B, 2)
         x = torch.stack(
             [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())]
         )
@@ -90,11 +120,21 @@ def augment(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> 
 def predict_logits(
     model: nn.Module, data: SampleSet, batch_size: int = 512, device: str | torch.device = "cpu"
 ) -> Tensor:
-    """Eval-mode logits (N, C) float32 on the CPU, in the order of ``data``."""
+    """Eval-mode logits (N, C) float32 on the CPU, in the order of ``data``.
+
+    The model runs on ``device`` (moved there for the call if it is elsewhere, and moved back);
+    ``data`` may live on the CPU or on ``device``.
+    """
     was_training = model.training
-    model.eval()
-    out = [model(x.to(device)).float().cpu() for x, _ in data.batches(batch_size)]
-    model.train(was_training)
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else None
+    model.to(device).eval()
+    try:
+        out = [model(x.to(device)).float().cpu() for x, _ in data.batches(batch_size)]
+    finally:
+        model.train(was_training)
+        if home is not None:
+            model.to(home)
     if not out:
         return torch.empty(0, data.num_classes)
     return torch.cat(out)
@@ -107,8 +147,9 @@ def accuracy_and_loss(
     if len(data) == 0:
         return math.nan, math.nan
     logits = predict_logits(model, data, batch_size, device)
-    acc = (logits.argmax(1) == data.y).double().mean().item()
-    loss = F.cross_entropy(logits, data.y).item()
+    y = data.y.cpu()
+    acc = (logits.argmax(1) == y).double().mean().item()
+    loss = F.cross_entropy(logits, y).item()
     return acc, loss
 
 
@@ -144,31 +185,62 @@ def train_model(
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
     )
-    images = len(train.in_shape) == 3
+    augmenting = len(train.in_shape) == 3 and (recipe.crop_padding or recipe.horizontal_flip)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    world = distributed.world_size()
+    net = _data_parallel(model, torch.device(device)) if world > 1 else model
+    main = distributed.is_main_process()
     history: list[dict] = []
-    bar = tqdm(range(recipe.epochs), desc="train", unit="epoch", disable=None, leave=False)
+    bar = tqdm(
+        range(recipe.epochs),
+        desc="train",
+        unit="epoch",
+        disable=None if main else True,
+        leave=False,
+    )
     for epoch in bar:
         lr = exponential_lr(recipe.lr, recipe.lr_end, epoch, recipe.epochs)
         for group in optimiser.param_groups:
             group["lr"] = lr
         model.train()
         seen, correct, loss_sum = 0, 0, 0.0
-        for x, y in train.batches(recipe.batch_size, generator):
-            if images and (recipe.crop_padding or recipe.horizontal_flip):
-                x = augment(x, recipe.crop_padding, recipe.horizontal_flip, generator)
-            if x.shape[0] < 2 and any(
-                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-            ):
-                continue  # BatchNorm cannot train on a batch of one
+        # The same permutation and augmentation draws on every process: each takes its
+        # contiguous shard of every global batch, so the samples seen per step do not depend
+        # on the number of processes (with one process this is SampleSet.batches exactly).
+        order = torch.randperm(len(train), generator=generator)  # (N,)
+        for start in range(0, len(train), recipe.batch_size):
+            idx = order[start : start + recipe.batch_size]  # (B,) the global batch
+            lo, hi = distributed.shard(len(idx))  # (0, B) with one process
+            x, y = train.inputs(idx[lo:hi]), train.y[idx[lo:hi]]
+            if augmenting:
+                choices = draw_augmentation(
+                    len(idx), recipe.crop_padding, recipe.horizontal_flip, generator
+                )
+                mine = tuple(c[lo:hi] if c is not None else None for c in choices)
+                x = apply_augmentation(x, mine, recipe.crop_padding)
+            if len(idx) // world < (2 if has_bn else 1):
+                continue  # BatchNorm cannot train on a batch of one (on any process)
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            logits = net(x)
+            if world == 1:
+                loss = F.cross_entropy(logits, y)
+                batch_loss = loss.item() * y.shape[0]
+            else:
+                # DDP averages gradients over processes: weight each shard's sum so that the
+                # average is the mean over the global batch, whatever the shard sizes.
+                summed = F.cross_entropy(logits, y, reduction="sum")
+                loss = summed * (world / len(idx))
+                batch_loss = summed.item()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             seen += y.shape[0]
             correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * y.shape[0]
+            loss_sum += batch_loss
+        if world > 1:
+            seen, correct, loss_sum = distributed.all_reduce_sum([seen, correct, loss_sum])
+            # every process's last forward pass updated its own BatchNorm statistics
+            distributed.broadcast_buffers(model)
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -179,16 +251,25 @@ def train_model(
             record["val_acc"], record["val_loss"] = accuracy_and_loss(model, val, device=device)
         history.append(record)
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        logger.info(
-            "epoch %d/%d %s",
-            epoch + 1,
-            recipe.epochs,
-            " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
-        )
+        if main:
+            logger.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                recipe.epochs,
+                " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
+            )
         if on_epoch is not None:
             on_epoch(record)
     model.eval()
     return history
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel (gradients all-reduced after backward)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return DistributedDataParallel(model, device_ids=[index])
+    return DistributedDataParallel(model)
 
 
 def fit_from_scratch(

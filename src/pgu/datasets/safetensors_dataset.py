@@ -3,7 +3,9 @@
 ``TensorBundleDataset`` holds named tensors plus JSON metadata (sample bundles, representation
 matrices, bases). ``ModelDataset`` holds an ``nn.Module`` built from the model registry: the file
 carries the architecture's spec, so loading needs no Python objects and no pickle. Both write
-atomically, so a crash never leaves a half-written file behind.
+atomically, so a crash never leaves a half-written file behind, and only on rank 0 of a
+``torchrun`` launch (``pgu.core.distributed.is_main_process``): the other processes compute the
+same outputs and must not race rank 0 for the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 from torch import Tensor, nn
 
+from pgu.core import distributed
 from pgu.core.checkpoint import (
     CheckpointError,
     TensorBundle,
@@ -36,6 +39,13 @@ class _SafetensorsFile(AbstractDataset):
         if not path.is_file():
             raise DatasetError(f"{path} does not exist; run the pipeline that produces it first")
         return path.read_bytes()
+
+    def _write(self, data: bytes) -> None:
+        # No barrier here: a collective inside save() deadlocks as soon as the processes do not
+        # all save the same datasets (pgu.hooks swaps outputs for in-memory datasets on ranks
+        # other than 0 and synchronises once, after the run).
+        if distributed.is_main_process():
+            atomic_write_bytes(self._filepath, data)
 
     def _exists(self) -> bool:
         return Path(self._filepath).is_file()
@@ -63,7 +73,7 @@ class TensorBundleDataset(_SafetensorsFile):
 
     def save(self, data: TensorBundle | dict[str, Tensor]) -> None:
         bundle = data if isinstance(data, TensorBundle) else TensorBundle(dict(data))
-        atomic_write_bytes(self._filepath, tensors_to_bytes(bundle.tensors, bundle.meta))
+        self._write(tensors_to_bytes(bundle.tensors, bundle.meta))
 
     def preview(self) -> str:
         """Tensor names and shapes, for Kedro-Viz."""
@@ -96,7 +106,7 @@ class ModelDataset(_SafetensorsFile):
             ) from exc
 
     def save(self, data: nn.Module) -> None:
-        atomic_write_bytes(self._filepath, model_to_bytes(data))
+        self._write(model_to_bytes(data))
 
     def preview(self) -> str:
         """The model's spec and parameter count, for Kedro-Viz."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from pgu.core.checkpoint import TensorBundle, model_hash
 from pgu.core.data import SampleSet, split_set
-from pgu.core.representation import collect_representations
+from pgu.core.representation import collect_representations_sharded
 from pgu.core.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -25,14 +25,17 @@ def collect_full_statistics(
             their forget statistics with this same model for R_full − R_forget to be exact).
         samples: the sample bundle.
         index: the sample index table.
-        params: ``representation`` parameters (batch_size, device).
+        params: ``representation`` parameters (batch_size: samples per chunk, device).
 
     Returns:
-        ``{layer: (d, d) float64}`` with metadata (stats_model_sha256, n_samples).
+        ``{layer: (d, d) float64}`` with metadata (stats_model_sha256, n_samples). Under
+        ``torchrun`` the processes share the chunks; the bytes are those of one process.
     """
     train = split_set(SampleSet.from_tensors(samples.tensors), index, "train")
     device = resolve_device(params["device"])
-    stats = collect_representations(model, train.batches(params["batch_size"]), device=device)
+    stats = collect_representations_sharded(
+        model, train, chunk_size=params["batch_size"], device=device
+    )
     for name, r in stats.items():
         logger.info("R[%s]: %d x %d", name, r.shape[0], r.shape[1])
     meta = {"stats_model_sha256": model_hash(model), "n_samples": len(train), "state": "original"}

@@ -51,12 +51,22 @@ def train_original(
     return model, history
 
 
-def evaluate_original(model: nn.Module, samples: TensorBundle, index: pd.DataFrame) -> dict:
-    """Accuracy and loss of the trained model on every split, plus its content hash."""
+def evaluate_original(
+    model: nn.Module, samples: TensorBundle, index: pd.DataFrame, train_params: dict | None = None
+) -> dict:
+    """Accuracy and loss of the trained model on every split, plus its content hash.
+
+    Args:
+        model: the trained model.
+        samples: the sample bundle.
+        index: the sample index table.
+        train_params: ``train`` parameters, for ``device`` (default: the CPU).
+    """
     data = SampleSet.from_tensors(samples.tensors)
+    device = resolve_device((train_params or {}).get("device", "cpu"))
     metrics: dict = {"model_sha256": model_hash(model)}
     for split in ("train", "val", "test"):
-        acc, loss = accuracy_and_loss(model, split_set(data, index, split))
+        acc, loss = accuracy_and_loss(model, split_set(data, index, split), device=device)
         metrics[f"{split}_acc"], metrics[f"{split}_loss"] = acc, loss
     logger.info("original model: test accuracy %.4f", metrics["test_acc"])
     return metrics

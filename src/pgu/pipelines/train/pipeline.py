@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 evaluate_original,
-                ["original_model", "samples", "sample_index"],
+                ["original_model", "samples", "sample_index", "params:train"],
                 "train_metrics",
                 name="evaluate_original",
             ),
