@@ -1,0 +1,259 @@
+"""De-poisoning benchmark on digits (METHOD.md section 7; run by hand).
+
+For each seed: draw a label-flip scenario (``--pairs`` class pairs, ``--per-class`` flipped
+samples per class; scenario seed = training seed = the seed), train the poisoned model and the
+clean reference with the recipe of conf/base/parameters_train.yml, then de-poison with the
+configuration of conf/base/parameters_depoison.yml: representation matrices of the clean
+training samples (collected with the poisoned model), bases, the TRGP loop. The same loop
+without the trust region is run as an ablation.
+
+Times are CPU seconds of this process (``time.process_time``, one torch thread), which a busy
+machine disturbs far less than wall-clock time; wall-clock ratios are printed too. The
+de-poisoning time is split into: R (the clean samples' representation matrices), bases (eigh)
+and the loop. ``R via R_full`` is what collecting R_poisoned instead would cost when R_full
+was stored at training time (METHOD section 2: R_clean = R_full - R_poisoned).
+
+Prints a markdown table (mean ± std over seeds), the issue's targets with whether they hold,
+and one JSON line with every number.
+
+    .venv/bin/python bench/depoison.py --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import yaml
+
+from pgu.core.checkpoint import model_spec
+from pgu.core.data import SampleSet, split_set
+from pgu.core.depoisoning import (
+    DepoisonConfig,
+    accuracies,
+    depoison,
+    depoison_bases,
+    gap_recovered,
+)
+from pgu.core.poisoning import (
+    flip_labels,
+    poisoned_copy,
+    poisoned_ids,
+    poisoned_samples,
+)
+from pgu.core.representation import collect_representations
+from pgu.core.training import TrainRecipe, fit_from_scratch
+from pgu.pipelines.data.nodes import bundle_samples, load_raw_data, split_samples
+
+# One thread: MKL/OpenMP threads thrash on a shared machine, and CPU times stay comparable.
+torch.set_num_threads(1)
+
+logger = logging.getLogger("bench.depoison")
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("poisoned", "depoisoned", "no_trgp", "clean")
+METRICS = ("test_acc", "poisoned_true_acc", "poisoned_wrong_acc", "clean_train_acc")
+
+
+def load_params() -> tuple[dict, dict, dict, dict]:
+    """The ``data``, ``model``, ``train`` and ``depoison`` parameters of conf/base."""
+    conf = ROOT / "conf" / "base"
+    data = yaml.safe_load((conf / "parameters_data.yml").read_text())["data"]
+    train_file = yaml.safe_load((conf / "parameters_train.yml").read_text())
+    dp = yaml.safe_load((conf / "parameters_depoison.yml").read_text())["depoison"]
+    return data, train_file["model"], train_file["train"], dp
+
+
+def build_samples(data_params: dict) -> tuple[SampleSet, object]:
+    """The sample bundle and index exactly as the data pipeline builds them."""
+    params = dict(data_params, root=str(ROOT / data_params["root"]))
+    raw = load_raw_data(params)
+    index = split_samples(raw, params)
+    return SampleSet.from_tensors(bundle_samples(raw, index, params).tensors), index
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """(result, CPU seconds, wall seconds) of ``fn()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def run_seed(
+    seed: int, samples: SampleSet, index, model_p: dict, train_p: dict, dp: dict, args
+) -> dict:
+    """Scenario, the two trained models, de-poisoning with and without TRGP; every number."""
+    train, val, test = (split_set(samples, index, s) for s in ("train", "val", "test"))
+    scenario = flip_labels(train, args.pairs, args.per_class, seed=seed)
+    clean = train.without_ids(poisoned_ids(scenario))
+    wrong, true = poisoned_samples(train, scenario)
+    sets = {"test": test, "poisoned_true": true, "poisoned_wrong": wrong, "clean_train": clean}
+    spec = model_spec(model_p["name"], samples.in_shape, samples.num_classes, **model_p["kwargs"])
+    recipe = TrainRecipe.from_params(dict(train_p["recipe"], seed=seed))
+    (poisoned, _), _, _ = timed(
+        lambda: fit_from_scratch(spec, poisoned_copy(train, scenario), recipe)
+    )
+    (clean_model, _), clean_cpu, clean_wall = timed(lambda: fit_from_scratch(spec, clean, recipe))
+
+    config = DepoisonConfig.from_params(dp["config"])
+    batch, gamma, overrides = dp["batch_size"], dp["cgs"]["gamma"], dp["cgs"]["overrides"]
+    r_clean, r_cpu, r_wall = timed(lambda: collect_representations(poisoned, clean.batches(batch)))
+    _, r_poison_cpu, _ = timed(lambda: collect_representations(poisoned, wrong.batches(batch)))
+    tr_layer = config.trust_region_name(poisoned)
+    (bases, _), b_cpu, b_wall = timed(lambda: depoison_bases(r_clean, gamma, overrides, tr_layer))
+    result, loop_cpu, loop_wall = timed(lambda: depoison(poisoned, bases, wrong, val, config))
+
+    plain = DepoisonConfig.from_params(dict(dp["config"], trust_region=False))
+    plain_bases, _ = depoison_bases(r_clean, gamma, overrides, None)
+    ablation = depoison(poisoned, plain_bases, wrong, val, plain)
+
+    models = {
+        "poisoned": poisoned,
+        "depoisoned": result.model,
+        "no_trgp": ablation.model,
+        "clean": clean_model,
+    }
+    out: dict = {"seed": seed, "n_poisoned": len(scenario)}
+    for name, model in models.items():
+        out[name] = accuracies(model, sets)
+    out["gap_recovered"] = gap_recovered(
+        *(out[m]["test_acc"] for m in ("poisoned", "depoisoned", "clean"))
+    )
+    out["gap_recovered_no_trgp"] = gap_recovered(
+        *(out[m]["test_acc"] for m in ("poisoned", "no_trgp", "clean"))
+    )
+    out["run"] = {
+        "stop_reason": result.stop_reason,
+        "epochs_run": result.epochs_run,
+        "kept_epoch": result.kept_epoch,
+        "no_trgp_kept_epoch": ablation.kept_epoch,
+    }
+    out["cpu_s"] = {
+        "clean_training": clean_cpu,
+        "r_clean": r_cpu,
+        "r_poisoned": r_poison_cpu,
+        "bases": b_cpu,
+        "loop": loop_cpu,
+    }
+    out["wall_s"] = {
+        "clean_training": clean_wall,
+        "r_clean": r_wall,
+        "bases": b_wall,
+        "loop": loop_wall,
+    }
+    cpu = out["cpu_s"]
+    out["ratio"] = {
+        "total": (cpu["r_clean"] + cpu["bases"] + cpu["loop"]) / clean_cpu,
+        "via_r_full": (cpu["r_poisoned"] + cpu["bases"] + cpu["loop"]) / clean_cpu,
+        "loop": cpu["loop"] / clean_cpu,
+        "total_wall": (r_wall + b_wall + loop_wall) / clean_wall,
+    }
+    logger.info(
+        "seed %d: test %.4f -> %.4f (clean %.4f); total time ratio %.3f",
+        seed,
+        out["poisoned"]["test_acc"],
+        out["depoisoned"]["test_acc"],
+        out["clean"]["test_acc"],
+        out["ratio"]["total"],
+    )
+    return out
+
+
+def ms(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'mean ± std' (population std) of ``values`` times ``scale``."""
+    mean = statistics.fmean(values) * scale
+    std = (statistics.pstdev(values) if len(values) > 1 else 0.0) * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def report(runs: list[dict]) -> str:
+    """The markdown tables and the targets."""
+    labels = {
+        "poisoned": "poisoned",
+        "depoisoned": "de-poisoned (PGU + TRGP)",
+        "no_trgp": "de-poisoned, no TRGP (ablation)",
+        "clean": "clean (retrained)",
+    }
+    lines = [
+        "| model | test acc (%) | poisoned, true labels (%) | poisoned, wrong labels (%) "
+        "| clean train (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for m in MODELS:
+        cells = [ms([r[m][k] for r in runs], 100) for k in METRICS]
+        lines.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
+    cpu = lambda k: [r["cpu_s"][k] for r in runs]  # noqa: E731
+    lines += [
+        "",
+        "| time (CPU s) | value |",
+        "|---|---|",
+        f"| clean model training | {ms(cpu('clean_training'), digits=2)} |",
+        f"| R of the clean samples | {ms(cpu('r_clean'), digits=2)} |",
+        f"| (R of the poisoned samples, the R_full path) | {ms(cpu('r_poisoned'), digits=2)} |",
+        f"| bases (eigh) | {ms(cpu('bases'), digits=2)} |",
+        f"| de-poisoning loop | {ms(cpu('loop'), digits=2)} |",
+    ]
+    gap = [r["gap_recovered"] for r in runs]
+    true = [r["depoisoned"]["poisoned_true_acc"] for r in runs]
+    total = [r["ratio"]["total"] for r in runs]
+    targets = [
+        ("test-accuracy gap recovered ≥ 50%", ms(gap, 100) + " %", min(gap) >= 0.5),
+        ("true-label accuracy on poisoned samples > 50%", ms(true, 100) + " %", min(true) > 0.5),
+        ("time < 1/10 of clean training (R + bases + loop)", ms(total, digits=3), max(total) < 0.1),
+        (
+            "  same, with R_full stored at training time",
+            ms([r["ratio"]["via_r_full"] for r in runs], digits=3),
+            max(r["ratio"]["via_r_full"] for r in runs) < 0.1,
+        ),
+        (
+            "  loop alone",
+            ms([r["ratio"]["loop"] for r in runs], digits=3),
+            max(r["ratio"]["loop"] for r in runs) < 0.1,
+        ),
+        (
+            "  (wall clock, R + bases + loop)",
+            ms([r["ratio"]["total_wall"] for r in runs], digits=3),
+            None,
+        ),
+    ]
+    lines += ["", "| target (every seed) | mean ± std | holds |", "|---|---|---|"]
+    for name, value, ok in targets:
+        lines.append(f"| {name} | {value} | {'–' if ok is None else ('yes' if ok else 'NO')} |")
+    gap_plain = [r["gap_recovered_no_trgp"] for r in runs]
+    lines += [
+        "",
+        f"Gap recovered without TRGP: {ms(gap_plain, 100)} %. Stop reasons: "
+        f"{[r['run']['stop_reason'] for r in runs]}, kept epochs "
+        f"{[r['run']['kept_epoch'] for r in runs]}.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5, help="class pairs whose labels flip")
+    parser.add_argument("--per-class", type=int, default=40, help="flipped samples per class")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    for name in ("pgu", "pgu.core.training", "pgu.core.models"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    data_p, model_p, train_p, dp = load_params()
+    samples, index = build_samples(data_p)
+    runs = [run_seed(s, samples, index, model_p, train_p, dp, args) for s in range(args.seeds)]
+    print(
+        f"\nDe-poisoning on digits, {args.pairs} class pairs × {args.per_class} flipped "
+        f"samples per class, {args.seeds} seeds (mean ± std):\n"
+    )
+    print(report(runs))
+    print("\n" + json.dumps({"args": vars(args), "config": dp, "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()
