@@ -62,3 +62,14 @@ class KedroProject:
 def kedro_project(tmp_path: Path) -> KedroProject:
     """A runnable project copy with no data yet."""
     return KedroProject.create(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory) -> KedroProject:
+    """A project with data, a briefly trained digits_cnn and its full-data statistics.
+
+    Shared by the end-to-end tests (each test works on its own ``clone``).
+    """
+    project = KedroProject.create(tmp_path_factory.mktemp("trained") / "p")
+    project.run("data", "train", "representation", params={"train": {"recipe": {"epochs": 6}}})
+    return project

@@ -20,17 +20,9 @@ pytestmark = pytest.mark.slow
 REQUESTS = "data/01_raw/deletion_requests"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> KedroProject:
-    """A project with data, a briefly trained digits_cnn and its full-data statistics."""
-    project = KedroProject.create(tmp_path_factory.mktemp("trained") / "p")
-    project.run("data", "train", "representation", params={"train": {"recipe": {"epochs": 6}}})
-    return project
-
-
 @pytest.fixture
-def project(trained, tmp_path) -> KedroProject:
-    return trained.clone(tmp_path / "p")
+def project(trained_project, tmp_path) -> KedroProject:
+    return trained_project.clone(tmp_path / "p")
 
 
 def _train_ids(project: KedroProject) -> pd.DataFrame:

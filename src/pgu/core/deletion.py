@@ -140,7 +140,9 @@ def execute_request(
     r_forget = collect_representations(stats_model, forget.batches(batch_size), device=device)
     r_retain = retain_statistics(stats_in.tensors, r_forget)
     del r_forget  # derived from deleted samples only: never persisted
-    bases, summary = compute_bases(r_retain, cgs_params["gamma"], cgs_params.get("overrides"))
+    bases, summary = compute_bases(
+        r_retain, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+    )
 
     classes = list(request.classes) or None
     forget_acc_before = _accuracy(model, forget, device)

@@ -85,3 +85,36 @@ def spectra(layers: Sequence[Mapping], title: str = "retain statistics") -> Figu
     fig.suptitle(f"{title}: σ / σ₁ and the core-gradient-space cut", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def entropy_histograms(entropies: Mapping[str, Sequence[float]], title: str = "") -> Figure:
+    """Histograms of log10 output entropy on the forget set, one outline per model."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    values = {
+        k: np.log10(np.clip(np.asarray(v, dtype=float), 1e-12, None)) for k, v in entropies.items()
+    }
+    lo = min((v.min() for v in values.values() if v.size), default=-12)
+    hi = max((v.max() for v in values.values() if v.size), default=0)
+    bins = np.linspace(lo, hi + 1e-9, 30)
+    for name, v in values.items():
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, label=name)
+    ax.set(xlabel="log10 entropy of the softmax (nats)", ylabel="forget samples", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def method_bars(values: Mapping[str, float], ylabel: str, title: str = "") -> Figure:
+    """One bar per method (e.g. the attack's member rate on the forget set)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = list(values)
+    ax.bar(names, [100 * values[n] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(i, 100 * values[n], f"{100 * values[n]:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -70,6 +70,8 @@ def preview_bases(
     batches = forget.batches(representation_params["batch_size"])
     r_forget = collect_representations(stats_model, batches, device=device)
     retain = retain_statistics(stats.tensors, r_forget)
-    _, summary = compute_bases(retain, cgs_params["gamma"], cgs_params.get("overrides"))
+    _, summary = compute_bases(
+        retain, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+    )
     table = pd.DataFrame([{k: v for k, v in s.items() if k != "sigma"} for s in summary])
     return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")

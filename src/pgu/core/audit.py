@@ -1,0 +1,270 @@
+"""The per-request audit: retrain the gold standard, run the baselines, compare, report.
+
+For request k of the queue the models compared are: the original model; the model retrained
+from scratch without everything forgotten up to k (the gold standard, cached by the forgotten
+ids, architecture and recipe); PGU's model after k; and each baseline run on the same request
+from the same starting state as PGU. Results go to ``<reports>/<request_id>/``:
+``evaluation.json`` (deterministic numbers, for DVC), ``report.md`` (with times) and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pgu.core import plots
+from pgu.core.baselines import NEEDS_RETAIN, BaselineContext, run_baseline
+from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
+from pgu.core.data import SampleSet, split_set
+from pgu.core.deletion import RequestPlan, Workspace
+from pgu.core.evaluation import (
+    EvalSets,
+    distance_to_gold,
+    evaluate_model,
+    gold_key,
+    verdicts,
+)
+from pgu.core.metrics import entropy
+from pgu.core.representation import collect_representations
+from pgu.core.requests import ORIGINAL
+from pgu.core.training import TrainRecipe, fit_from_scratch
+from pgu.core.unlearning import UnlearnConfig
+
+logger = logging.getLogger(__name__)
+
+GOLD = "retrained"
+COLUMNS = [
+    ("retain_acc", "retain acc %"),
+    ("forget_acc", "forget acc %"),
+    ("test_acc", "test acc %"),
+    ("mia_member_rate", "MIA member %"),
+    ("forget_entropy", "forget entropy"),
+    ("d_acc_forget", "Δ forget %"),
+    ("d_acc_test", "Δ test %"),
+    ("tow", "ToW"),
+    ("js_forget", "JS forget"),
+    ("js_test", "JS test"),
+    ("seconds", "time (s)"),
+]
+
+
+def gold_standard(
+    cache_dir: Path,
+    forgotten: np.ndarray,
+    samples: SampleSet,
+    index: pd.DataFrame,
+    spec: dict,
+    recipe: TrainRecipe,
+    device: torch.device,
+) -> tuple[nn.Module, float]:
+    """The model retrained without ``forgotten``; trained once per ids/spec/recipe, then cached.
+
+    Returns:
+        (model, seconds the retraining took when it was trained).
+    """
+    key = gold_key(forgotten, spec, recipe.__dict__)
+    model_path, info_path = cache_dir / "model.safetensors", cache_dir / "gold.json"
+    if model_path.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("key") == key:
+            logger.info("gold standard: cached %s", model_path)
+            return model_from_bytes(model_path.read_bytes(), str(model_path)), info["seconds"]
+    train = split_set(samples, index, "train").without_ids(forgotten)
+    logger.info("gold standard: retraining %s on %d samples", spec["name"], len(train))
+    start = time.perf_counter()
+    model, _ = fit_from_scratch(spec, train, recipe, device=device)
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(model_path, model_to_bytes(model))
+    atomic_write_bytes(info_path, json.dumps({"key": key, "seconds": seconds}).encode())
+    return model, seconds
+
+
+def _markdown_table(rows: dict[str, dict], seconds: dict[str, float]) -> str:
+    head = "| model | " + " | ".join(label for _, label in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, row in rows.items():
+        cells = []
+        for key, _ in COLUMNS:
+            v = seconds.get(name) if key == "seconds" else row.get(key)
+            if v is None:
+                cells.append("–")
+            elif key.endswith(("_acc", "_rate")) or key.startswith("d_acc"):
+                cells.append(f"{100 * v:.1f}")
+            elif key == "seconds":
+                cells.append(f"{v:.2f}")
+            else:
+                cells.append(f"{v:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def audit_request(
+    plan: RequestPlan,
+    forgotten: np.ndarray,
+    workspace: Workspace,
+    samples: SampleSet,
+    index: pd.DataFrame,
+    spec: dict,
+    recipe: TrainRecipe,
+    params: dict,
+    cgs_params: dict,
+    config: UnlearnConfig,
+    ledger_row: dict,
+    gold_cache: Path,
+    device: torch.device,
+) -> dict:
+    """Compare every model on request ``plan`` with the gold standard; write its report.
+
+    Args:
+        plan: the request (its forget ids and starting state).
+        forgotten: every id forgotten up to and including this request.
+        workspace: states, reports and ledger.
+        samples, index: the data.
+        spec, recipe: architecture and training recipe of the original (and retrained) model.
+        params: ``evaluate`` parameters.
+        cgs_params: ``cgs`` parameters (bases for the baselines that project).
+        config: the unlearning configuration PGU used.
+        ledger_row: this request's ledger row (hashes, PGU's wall time).
+        gold_cache: folder for this request's retrained model.
+        device: where to compute.
+
+    Returns:
+        The deterministic evaluation summary (also written as evaluation.json).
+    """
+    request = plan.request
+    classes = tuple(request.classes)
+    sets = EvalSets(
+        retain=split_set(samples, index, "train").without_ids(forgotten),
+        forget=samples.with_ids(plan.forget_ids),
+        val=split_set(samples, index, "val"),
+        test=split_set(samples, index, "test"),
+        forget_classes=classes,
+    )
+    states = workspace.states
+    models: dict[str, nn.Module] = {"original": states.load_model(ORIGINAL)}
+    gold, retrain_seconds = gold_standard(
+        gold_cache, forgotten, samples, index, spec, recipe, device
+    )
+    models[GOLD] = gold
+    models["pgu"] = states.load_model(request.id)
+    seconds = {GOLD: retrain_seconds, "pgu": float(ledger_row["wall_seconds"])}
+
+    start_model = states.load_model(plan.after)
+    stats_model = states.load_model(ORIGINAL)
+    r_forget = collect_representations(stats_model, sets.forget.batches(256), device=device)
+    retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget)
+    bases, _ = compute_bases(
+        retain_stats, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+    )
+    ctx_args = dict(
+        forget=sets.forget,
+        val=sets.val,
+        bases=bases,
+        config=config,
+        forget_classes=list(classes) or None,
+        device=device,
+        finetune_recipe=TrainRecipe.from_params(params["finetune_recipe"]),
+    )
+    for name in params.get("baselines") or []:
+        ctx = BaselineContext(retain=sets.retain if name in NEEDS_RETAIN else None, **ctx_args)
+        t0 = time.perf_counter()
+        models[name] = run_baseline(name, start_model, ctx)
+        seconds[name] = time.perf_counter() - t0
+
+    evals = {
+        name: evaluate_model(m, sets, device, params["attack_seed"]) for name, m in models.items()
+    }
+    rows: dict[str, dict] = {}
+    for name, ev in evals.items():
+        rows[name] = dict(ev.metrics)
+        if name != GOLD:
+            rows[name].update(distance_to_gold(ev, evals[GOLD]))
+    rows = {GOLD: rows.pop(GOLD), **rows}  # the reference row first
+    tolerances = params.get("tolerances") or {}
+    summary = {
+        "request_id": request.id,
+        "kind": request.kind,
+        "n_forget": len(sets.forget),
+        "n_retain": len(sets.retain),
+        "classes": list(classes),
+        "models": rows,
+        "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
+        "tolerances": tolerances,
+    }
+    out = workspace.reports_root / request.id
+    atomic_write_bytes(out / "evaluation.json", json.dumps(summary, indent=1).encode())
+    ents = {n: entropy(evals[n].probs["forget"]).numpy() for n in ("original", GOLD, "pgu")}
+    atomic_write_bytes(
+        out / "entropy.png",
+        plots.png_bytes(
+            plots.entropy_histograms(ents, f"{request.id}: output entropy, forget set")
+        ),
+    )
+    rates = {n: r["mia_member_rate"] for n, r in rows.items()}
+    atomic_write_bytes(
+        out / "mia.png",
+        plots.png_bytes(plots.method_bars(rates, "forget samples called member (%)", request.id)),
+    )
+    report = _report(summary, ledger_row, seconds)
+    atomic_write_bytes(out / "report.md", report.encode())
+    logger.info("%s: report written to %s", request.id, out / "report.md")
+    return summary
+
+
+def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
+    rows = summary["models"]
+    gold_s = seconds[GOLD]
+    lines = [
+        f"# Deletion request {summary['request_id']}",
+        "",
+        f"- kind: **{summary['kind']}**"
+        + (f" (classes {summary['classes']})" if summary["classes"] else ""),
+        f"- samples forgotten: **{summary['n_forget']}**; retain set now {summary['n_retain']}",
+        f"- request file sha256 `{row['request_sha256']}`",
+        f"- forgotten ids sha256 `{row['ids_sha256']}`",
+        f"- input model `{row['input_model_sha256']}` (state `{row['input_state']}`)",
+        f"- output model `{row['output_model_sha256']}`",
+        f"- statistics: in `{row['input_stats_sha256']}`, out `{row['output_stats_sha256']}`, "
+        f"bases `{row['bases_sha256']}` (γ = {row['gamma']})",
+        f"- PGU stopped after {row['epochs_run']} epochs: `{row['stop_reason']}`",
+        "",
+        "## Models against the retrained gold standard",
+        "",
+        "The retrained model was trained from scratch without every sample forgotten so far; "
+        "Δ (absolute accuracy difference) and JS are distances to it (0 is ideal; ToW 1 is "
+        "ideal). "
+        "FT needs the retain data; PGU and the other baselines use only the forget and val sets.",
+        "",
+        _markdown_table(rows, seconds),
+        "",
+        "## Cost",
+        "",
+    ]
+    for name, s in seconds.items():
+        if name != GOLD:
+            lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining ({gold_s:.2f} s)")
+    lines += ["", "## Verdicts (PGU)", ""]
+    tol = summary["tolerances"]
+    for key, verdict in summary["verdicts"].get("pgu", {}).items():
+        value = rows["pgu"][key]
+        bound = f"≥ {1 - tol[key]:.3f}" if key == "tow" else f"≤ {tol[key]}"
+        lines.append(f"- {key} = {value:.4f}: **{verdict}** the tolerance ({bound})")
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![unlearning curve](unlearning.png)",
+        "![entropy on the forget set](entropy.png)",
+        "![membership inference](mia.png)",
+        "![spectra](spectrum.png)",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Nodes of the ``evaluate`` pipeline: a thin loop over ``pgu.core.audit.audit_request``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pgu.core import plots
+from pgu.core.audit import audit_request
+from pgu.core.checkpoint import TensorBundle
+from pgu.core.data import SampleSet
+from pgu.core.deletion import Workspace, plan_requests
+from pgu.core.ledger import read_ledger
+from pgu.core.requests import ORIGINAL, RequestError, load_requests
+from pgu.core.training import TrainRecipe, resolve_device
+from pgu.core.unlearning import UnlearnConfig
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_requests(
+    workspace: Workspace,
+    samples: TensorBundle,
+    index: pd.DataFrame,
+    train_params: dict,
+    cgs_params: dict,
+    unlearn_params: dict,
+    params: dict,
+) -> list[dict]:
+    """Audit each processed request (or only ``evaluate.request_id``), in queue order.
+
+    Returns:
+        One evaluation summary per audited request (each also written to its report folder).
+    """
+    data = SampleSet.from_tensors(samples.tensors)
+    ledger = read_ledger(workspace.ledger_path)
+    processed = set(ledger["request_id"].astype(str))
+    only = params.get("request_id")
+    if only is not None and only not in processed:
+        raise RequestError(f"request {only!r} has not been processed; run the unlearn pipeline")
+    plans = plan_requests(load_requests(workspace.requests_dir), index, data.num_classes, set())
+    recipe = TrainRecipe.from_params(train_params["recipe"])
+    config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
+    spec = workspace.states.load_model(ORIGINAL).pgu_spec
+    device = resolve_device(params["device"])
+    forgotten = np.empty(0, dtype=np.int64)
+    summaries = []
+    for plan in plans:
+        forgotten = np.union1d(forgotten, plan.forget_ids)
+        rid = plan.request.id
+        if rid not in processed or (only is not None and rid != only):
+            continue
+        row = ledger[ledger["request_id"].astype(str) == rid].iloc[-1].to_dict()
+        gold_cache = workspace.states.root.parent / "retrained" / rid
+        summaries.append(
+            audit_request(
+                plan,
+                forgotten,
+                workspace,
+                data,
+                index,
+                spec,
+                recipe,
+                params,
+                cgs_params,
+                config,
+                row,
+                gold_cache,
+                device,
+            )
+        )
+    if not summaries:
+        logger.warning("no processed request to evaluate; run `kedro run --pipeline unlearn`")
+    return summaries
+
+
+def plot_latest_audit(summaries: list[dict]) -> Figure:
+    """Attack member rate per method for the last audited request (previewed in Kedro-Viz)."""
+    if not summaries:
+        return Figure()
+    last = summaries[-1]
+    rates = {name: row["mia_member_rate"] for name, row in last["models"].items()}
+    return plots.method_bars(
+        rates, "forget samples called member (%)", f"{last['request_id']}: membership inference"
+    )

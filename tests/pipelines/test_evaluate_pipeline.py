@@ -1,0 +1,63 @@
+"""End to end: evaluate after unlearn writes a report per request; the notebook runs on it."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import ROOT
+from nbclient import NotebookClient
+
+from pgu.core.data import split_ids
+from pgu.core.requests import file_request
+
+pytestmark = pytest.mark.slow
+FAST = {
+    "evaluate": {"finetune_recipe": {"epochs": 1}},
+    "train": {"recipe": {"epochs": 6}},  # the gold standard follows the original's recipe
+}
+
+
+def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_project, tmp_path):
+    project = trained_project.clone(tmp_path / "p")
+    index = pd.read_csv(project.path / "data/02_intermediate/sample_index.csv")
+    train = split_ids(index, "train")
+    folder = project.path / "data/01_raw/deletion_requests"
+    file_request(folder, sample_ids=train[::8].tolist(), note="random")
+    file_request(folder, classes=[3], note="class 3")
+    project.run("unlearn")
+    project.run("evaluate", params=FAST)
+
+    reports = project.path / "data/08_reporting/requests"
+    for rid in ("req-0001", "req-0002"):
+        ev = json.loads((reports / rid / "evaluation.json").read_text())
+        models = ev["models"]
+        assert list(models)[:3] == ["retrained", "original", "pgu"]
+        assert set(models) >= {"ft", "ng", "rl", "no_projection"}
+        assert models["retrained"]["forget_acc"] < models["original"]["forget_acc"] + 1e-9
+        for name, row in models.items():
+            if name != "retrained":
+                assert 0.0 <= row["tow"] <= 1.0 and row["js_forget"] >= 0.0
+        assert set(ev["verdicts"]["pgu"]) <= set(ev["tolerances"])
+        report = (reports / rid / "report.md").read_text()
+        assert "| retrained |" in report and "× retraining" in report
+        assert (reports / rid / "mia.png").read_bytes()[:4] == b"\x89PNG"
+    # Class removal: PGU removes class 3 from test predictions, the retrained model never saw it.
+    classes = json.loads((reports / "req-0002/evaluation.json").read_text())["models"]
+    assert classes["pgu"]["test_forget_class_acc"] <= 0.1
+    assert classes["retrained"]["test_forget_class_acc"] == 0.0
+    # The gold standard is cached: a second evaluation retrains nothing and gives the same numbers.
+    gold = project.path / "data/06_models/retrained/req-0001/model.safetensors"
+    stamp = gold.stat().st_mtime_ns
+    project.run("evaluate", params=FAST | {"evaluate": {"request_id": "req-0001", "baselines": []}})
+    assert gold.stat().st_mtime_ns == stamp
+
+    shutil_nb = project.path / "notebooks"
+    shutil_nb.mkdir()
+    nb = nbformat.read(ROOT / "notebooks/walkthrough.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(shutil_nb)}}).execute()
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "lineage chained: True" in outputs
+    assert "served   test accuracy" in outputs
