@@ -21,6 +21,16 @@ from pgu.core.metrics import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second OpenMP thread, which on a shared 2-core machine
+    mostly spin-waits (10x slower tests under load); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_probs(n: int, c: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.softmax(3 * torch.randn(n, c, generator=g, dtype=torch.float64), dim=1)

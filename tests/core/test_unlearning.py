@@ -25,6 +25,16 @@ from pgu.core.training import TrainRecipe, accuracy_and_loss, train_model
 from pgu.core.unlearning import UnlearnConfig, evaluate_sets, unlearn
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second OpenMP thread, which on a shared 2-core machine
+    mostly spin-waits (10x slower tests under load); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def sample_set(x: torch.Tensor, y: torch.Tensor, num_classes: int, first_id: int = 0) -> SampleSet:
     """Float features taken as they are (mean 0, std 1)."""
     c = x.shape[1]

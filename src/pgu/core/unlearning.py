@@ -125,10 +125,10 @@ class UnlearnConfig:
     """
 
     epochs: int = 30
-    # Relative sizes, tuned on bench/quality.py (digits): class removal needs ~3 epochs, and
-    # a too-large first step on random samples costs one or two backtracks, not a bad model.
-    lr_start: float = 0.2
-    lr_end: float = 0.04
+    # Relative sizes, tuned on bench/quality.py (digits): class removal takes ~4 epochs and
+    # random samples 1-2; a first step that is too large costs backtracks, not a bad model.
+    lr_start: float = 0.15
+    lr_end: float = 0.03
     step: str = "calibrated"
     delta: float = 0.05
     w_forget: float = 1.0

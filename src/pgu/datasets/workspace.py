@@ -8,6 +8,7 @@ request atomically through it, instead of returning one big output at the end of
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
@@ -23,21 +24,29 @@ class WorkspaceDataset(AbstractDataset):
 
         workspace:
           type: pgu.datasets.WorkspaceDataset
-          requests: data/01_raw/deletion_requests
-          states: data/06_models/states
-          reports: data/08_reporting/requests
-          ledger: data/08_reporting/ledger.csv
+          filepath: data                         # root; Kedro makes it absolute
+          requests: 01_raw/deletion_requests     # the others are relative to the root
+          states: 06_models/states
+          reports: 08_reporting/requests
+          ledger: 08_reporting/ledger.csv
     """
 
     def __init__(
         self,
+        filepath: str,
         requests: str,
         states: str,
         reports: str,
         ledger: str,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._paths = {"requests": requests, "states": states, "reports": reports, "ledger": ledger}
+        root = Path(filepath)
+        self._paths = {
+            "requests": str(root / requests),
+            "states": str(root / states),
+            "reports": str(root / reports),
+            "ledger": str(root / ledger),
+        }
         self.metadata = metadata
 
     def load(self) -> Workspace:

@@ -1,0 +1,71 @@
+"""pgu-admin: filing requests from the command line and purging superseded states."""
+
+import hashlib
+
+import pandas as pd
+
+from pgu.admin import main
+from pgu.core.ledger import COLUMNS, append_row
+from pgu.core.requests import load_requests
+
+
+def _index(tmp_path):
+    index = pd.DataFrame(
+        {
+            "sample_id": range(20),
+            "key": [f"k{i}" for i in range(20)],
+            "label": [i % 2 for i in range(20)],
+            "split": ["train"] * 16 + ["val"] * 2 + ["test"] * 2,
+        }
+    )
+    path = tmp_path / "index.csv"
+    index.to_csv(path, index=False)
+    return path
+
+
+def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    common = ["--requests", str(folder), "--index", str(index)]
+    assert main(["file-request", "--ids", "1, 3", "--note", "ticket 1", *common]) == 0
+    assert main(["file-request", "--random-fraction", "0.25", "--seed", "1", *common]) == 0
+    assert main(["file-request", "--classes", "1", *common]) == 0
+    requests = load_requests(folder)
+    assert [r.id for r in requests] == ["req-0001", "req-0002", "req-0003"]
+    assert requests[0].sample_ids == (1, 3) and requests[0].note == "ticket 1"
+    drawn = set(requests[1].sample_ids)
+    assert len(drawn) == 4 and not drawn & {1, 3} and drawn <= set(range(16))
+    assert requests[2].classes == (1,)
+    assert "filed" in capsys.readouterr().out
+    assert main(["file-request", "--random-fraction", "2.0", *common]) == 2
+    assert "cannot draw" in capsys.readouterr().err
+
+
+def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
+    states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
+    files = {}
+    for state in ("original", "req-0001", "req-0002"):
+        (states / state).mkdir(parents=True)
+        for name in ("model.safetensors", "retain_stats.safetensors"):
+            data = f"{state}/{name}".encode()
+            (states / state / name).write_bytes(data)
+            md5 = hashlib.md5(data).hexdigest()
+            obj = cache / "files" / "md5" / md5[:2] / md5[2:]
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            obj.write_bytes(data)
+            files[(state, name)] = obj
+    for rid in ("req-0001", "req-0002"):
+        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
+    args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
+    assert main([*args, "--dry-run"]) == 0
+    assert all(obj.exists() for obj in files.values())
+    assert main(args) == 0
+    left = sorted(str(p.relative_to(states)) for p in states.rglob("*.safetensors"))
+    assert left == [
+        "original/model.safetensors",
+        "req-0002/model.safetensors",
+        "req-0002/retain_stats.safetensors",
+    ]
+    assert not files[("req-0001", "model.safetensors")].exists()
+    assert not files[("original", "retain_stats.safetensors")].exists()
+    assert files[("req-0002", "model.safetensors")].exists()
+    assert ledger.read_text().count("req-0001") == 1  # the ledger keeps its rows
