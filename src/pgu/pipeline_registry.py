@@ -3,7 +3,9 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DEFAULT = ("data", "train")  # what the README's run command does: prepare data, train the model
+# What the README's run command does: prepare the data, train the model, and collect the
+# full-data statistics that deletion requests need (right after training, METHOD §1).
+DEFAULT = ("data", "train", "representation")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

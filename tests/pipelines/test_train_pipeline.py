@@ -1,4 +1,4 @@
-"""End to end: the default pipeline (data + train) on the bundled digits, as `make run` does."""
+"""End to end: the default pipeline (data, train, representation) on digits, as `make run` does."""
 
 import json
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pgu.core.checkpoint import sha256_file
+from pgu.core.checkpoint import load_tensors, sha256_file
 from pgu.datasets import ModelDataset
 
 
@@ -25,6 +25,9 @@ def test_default_pipeline_trains_digits_cnn_to_97_percent(kedro_project):
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     history = json.loads((p / "data/08_reporting/train/history.json").read_text())
     assert len(history) == 20 and history[-1]["val_acc"] > 0.95
+    # The default pipeline also collects R_full with the model it trained (for the requests).
+    _, meta = load_tensors(p / "data/06_models/states/original/retain_stats.safetensors")
+    assert meta["stats_model_sha256"] == metrics["model_sha256"]
     png = (p / "data/08_reporting/train/learning_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 

@@ -62,12 +62,12 @@ class SampleSet:
 
     def with_ids(self, ids: Sequence[int] | Tensor) -> SampleSet:
         """The samples whose ``sample_id`` is in ``ids``, in this set's order."""
-        ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+        ids = torch.as_tensor(np.array(ids, dtype=np.int64))  # a copy: ids may be read-only
         return self.take(torch.isin(self.sample_id, ids))
 
     def without_ids(self, ids: Sequence[int] | Tensor) -> SampleSet:
         """This set minus the samples whose ``sample_id`` is in ``ids``."""
-        ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+        ids = torch.as_tensor(np.array(ids, dtype=np.int64))  # a copy: ids may be read-only
         return self.take(~torch.isin(self.sample_id, ids))
 
     def batches(

@@ -65,7 +65,7 @@ def bundle_samples(raw: RawData, index: pd.DataFrame, data_params: dict) -> Tens
     samples = SampleSet(
         x=x,
         y=torch.from_numpy(raw.y.astype(np.int64)),
-        sample_id=torch.from_numpy(index["sample_id"].to_numpy(dtype=np.int64)),
+        sample_id=torch.from_numpy(index["sample_id"].to_numpy(dtype=np.int64, copy=True)),
         mean=mean,
         std=std,
         num_classes=len(raw.classes),
