@@ -129,6 +129,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "batch_size": 64,
             "sample_measure": "loss",
             "sample_tolerance": 0.25,
+            "sample_guard_drop": 0.05,
             "class_target_acc": 0.01,
             "class_guard_drop": 0.01,
             "seed": 0,

@@ -294,3 +294,17 @@ def test_config_rejects_unknown_and_invalid_values():
     assert UnlearnConfig(lr_start=0.2, lr_end=0.02, epochs=10).lr(5) == pytest.approx(
         0.2 * 0.1**0.5
     )
+
+
+def test_samples_mode_guard_refuses_a_collapsed_model(memorised):
+    """Nothing projected and a huge fixed step wreck the network; the guard must not accept it."""
+    model, forget, val, _ = memorised
+    empty = {name: torch.zeros(layer_dim(m), 0) for name, m in tracked_layers(model).items()}
+    start = evaluate_sets(model, forget, val)
+    config = UnlearnConfig(step="fixed", lr_start=50.0, lr_end=50.0)
+    result = unlearn(model, empty, forget, val, config)
+    collapsed = result.history[1]
+    assert start["val_acc"] - collapsed["val_acc"] > config.sample_guard_drop
+    assert result.stop_reason == "guard"
+    kept_val, _ = accuracy_and_loss(result.model, val)
+    assert kept_val >= start["val_acc"] - config.sample_guard_drop

@@ -39,7 +39,9 @@ overshoot. At most ``max_backtracks`` epochs are redone in a whole run, so a run
   paper's acc(V) - acc(D_f) that still moves when the original is already ~99% accurate on
   held-out data and the accuracy gap is one or two samples. With ``"accuracy"`` the gap is
   g = acc(V) - acc(D_f). The target is reached when g >= -``sample_tolerance`` and overshot
-  when g > +``sample_tolerance``.
+  when g > +``sample_tolerance``, or when the validation accuracy falls more than
+  ``sample_guard_drop`` below its value before unlearning (the guard: without it a collapsed
+  model, equally bad on forget and val, would meet a loss-only target).
 - *classes* (``forget_classes`` given): reached when the accuracy on the forget samples and
   on the validation samples of the forgotten classes are both <= ``class_target_acc``. An
   epoch after which the validation accuracy on the other classes is more than
@@ -115,6 +117,10 @@ class UnlearnConfig:
             "loss" (log-ratio of mean cross-entropies) or "accuracy" (acc(V) - acc(D_f)).
         sample_tolerance: samples mode: half-width of the target band around a zero gap, in
             the unit of ``sample_measure`` (natural-log ratio, or accuracy as a fraction).
+        sample_guard_drop: samples mode: how far (a fraction) the validation accuracy may
+            fall below its value before unlearning; an epoch that breaks this guard counts as
+            an overshoot (a loss-only target would accept a collapsed model whose forget and
+            val losses are equally bad).
         class_target_acc: classes mode: the accuracy, on the forget samples and on the
             validation samples of the forgotten classes, at or below which the target is met.
         class_guard_drop: classes mode: how far (a fraction) the validation accuracy on the
@@ -136,6 +142,7 @@ class UnlearnConfig:
     batch_size: int = 64
     sample_measure: str = "loss"
     sample_tolerance: float = 0.25
+    sample_guard_drop: float = 0.05
     class_target_acc: float = 0.01
     class_guard_drop: float = 0.01
     max_backtracks: int = 6
@@ -154,8 +161,19 @@ class UnlearnConfig:
             )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if min(self.sample_tolerance, self.class_guard_drop, self.max_backtracks) < 0:
-            raise ValueError("sample_tolerance, class_guard_drop and max_backtracks must be >= 0")
+        if (
+            min(
+                self.sample_tolerance,
+                self.sample_guard_drop,
+                self.class_guard_drop,
+                self.max_backtracks,
+            )
+            < 0
+        ):
+            raise ValueError(
+                "sample_tolerance, sample_guard_drop, class_guard_drop and max_backtracks "
+                "must be >= 0"
+            )
 
     @classmethod
     def from_params(cls, params: Mapping) -> UnlearnConfig:
@@ -242,6 +260,8 @@ def _assess(
         |gap|; classes: the larger of the two forget-class accuracies).
     """
     if not classes:
+        if start["val_acc"] - m["val_acc"] > config.sample_guard_drop + ACC_SLACK:
+            return "over", math.inf  # the guard: held-out accuracy must not collapse
         if config.sample_measure == "loss":
             ratio = max(m["forget_loss"], LOSS_FLOOR) / max(m["val_loss"], LOSS_FLOOR)
             gap = math.log(ratio)
@@ -392,16 +412,37 @@ def unlearn(
             p.requires_grad_(flag)
         note = "; the ORIGINAL model is returned unchanged" if kept == 0 else ""
         level = logging.WARNING if reason in MISSED or kept == 0 else logging.INFO
-        logger.log(level, "unlearning (%s) stopped: %s after %d epochs, keeping epoch %d%s",
-                   mode, reason, run, kept, note)
+        logger.log(
+            level,
+            "unlearning (%s) stopped: %s after %d epochs, keeping epoch %d%s",
+            mode,
+            reason,
+            run,
+            kept,
+            note,
+        )
         return UnlearnResult(model, history, reason, run, kept, scale)
 
     start = evaluate_sets(model, forget, val, classes, device)
     status, dist = _assess(start, start, classes is not None, config)
-    record({"epoch": 0, "lr": 0.0, "scale": 1.0, "loss": math.nan, **start, "status": status,
-            "accepted": True})
-    logger.info("unlearning %d samples (%s mode, %s); start: %s", len(forget), mode,
-                asdict(config), _fmt(start))
+    record(
+        {
+            "epoch": 0,
+            "lr": 0.0,
+            "scale": 1.0,
+            "loss": math.nan,
+            **start,
+            "status": status,
+            "accepted": True,
+        }
+    )
+    logger.info(
+        "unlearning %d samples (%s mode, %s); start: %s",
+        len(forget),
+        mode,
+        asdict(config),
+        _fmt(start),
+    )
     scale = 1.0
     if not params:
         return finish("no_trainable_layers", 0, [], 0)
@@ -418,12 +459,30 @@ def unlearn(
             loss = _epoch(model, params, bases, forget, config, eta * scale, e, device, loss_fn)
             m = evaluate_sets(model, forget, val, classes, device)
             status, dist = _assess(m, start, classes is not None, config)
-            redo = (status == "over" and config.step == "calibrated"
-                    and backtracks < config.max_backtracks)
-            record({"epoch": e + 1, "lr": eta * scale, "scale": scale, "loss": loss, **m,
-                    "status": status, "accepted": not redo})
-            logger.info("epoch %d try %d: lr %.4g %s -> %s", e + 1, attempt + 1, eta * scale,
-                        _fmt(m), status)
+            redo = (
+                status == "over"
+                and config.step == "calibrated"
+                and backtracks < config.max_backtracks
+            )
+            record(
+                {
+                    "epoch": e + 1,
+                    "lr": eta * scale,
+                    "scale": scale,
+                    "loss": loss,
+                    **m,
+                    "status": status,
+                    "accepted": not redo,
+                }
+            )
+            logger.info(
+                "epoch %d try %d: lr %.4g %s -> %s",
+                e + 1,
+                attempt + 1,
+                eta * scale,
+                _fmt(m),
+                status,
+            )
             if not redo:
                 break
             with torch.no_grad():  # undo the overshooting epoch, retry with half the step
@@ -440,7 +499,8 @@ def unlearn(
             # classes: the guard broke, keep the last epoch that held it; samples: the band
             # was jumped, keep the closer side (ties to the later epoch, which did forget)
             kept = prev if classes is not None or dist > prev[2] else here
-            return finish("guard" if classes is not None else "overshoot", kept[0], kept[1], e + 1)
+            guard = classes is not None or math.isinf(dist)
+            return finish("guard" if guard else "overshoot", kept[0], kept[1], e + 1)
         prev = here
         if dist <= best[2]:
             best = here
