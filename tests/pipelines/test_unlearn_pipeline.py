@@ -147,3 +147,15 @@ def test_retain_statistics_equal_full_minus_forget(project):
         rel = torch.linalg.norm(retain[name] - r) / torch.linalg.norm(r)
         assert rel < 1e-10, name
     assert isinstance(TensorBundle(retain, meta).meta["stats_model_sha256"], str)
+
+
+def test_cgs_pipeline_previews_bases_without_writing_a_state(project):
+    train = split_ids(_train_ids(project), "train")
+    file_request(project.path / REQUESTS, sample_ids=train[:25].tolist())
+    project.run("cgs")
+    table = pd.read_csv(project.path / "data/07_model_output/cgs_preview/layers.csv")
+    assert {"features.conv1", "features.conv2", "classifier.fc2"} <= set(table["layer"])
+    assert ((table["k"] > 0) & (table["k"] <= table["d"])).all()
+    assert (table["gamma"] == 0.95).all()
+    assert (project.path / "data/07_model_output/cgs_preview/spectrum.png").is_file()
+    assert not (project.path / "data/06_models/states/req-0001").exists()

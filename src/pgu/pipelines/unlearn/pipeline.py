@@ -2,19 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from pgu.pipelines.cgs.nodes import plan_pending_requests
+from pgu.pipelines.cgs.pipeline import planning_node
 from pgu.pipelines.unlearn.nodes import process_requests
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                plan_pending_requests,
-                ["workspace", "samples", "sample_index", "params:unlearn"],
-                "request_plans",
-                name="plan_pending_requests",
-            ),
+            planning_node(),
             Node(
                 process_requests,
                 [
