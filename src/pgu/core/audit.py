@@ -155,7 +155,10 @@ def audit_request(
     )
     models[GOLD] = gold
     models["pgu"] = states.load_model(request.id)
-    seconds = {GOLD: retrain_seconds, "pgu": float(ledger_row["wall_seconds"])}
+    # PGU's cost is the request proper (forget statistics, bases, unlearning and its stop
+    # checks), comparable with the baselines' unlearning; the ledger also has the wall time.
+    pgu_seconds = ledger_row.get("compute_seconds", ledger_row["wall_seconds"])
+    seconds = {GOLD: retrain_seconds, "pgu": float(pgu_seconds)}
 
     start_model = states.load_model(plan.after)
     stats_model = states.load_model(ORIGINAL)
@@ -248,9 +251,15 @@ def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
         "## Cost",
         "",
     ]
+    lines.append(
+        f"Retraining took {gold_s:.2f} s when the cached gold standard was trained; the other "
+        "times are from this run (PGU's is its statistics + bases + unlearning, from the ledger), "
+        "so compare them on an idle machine."
+    )
+    lines.append("")
     for name, s in seconds.items():
         if name != GOLD:
-            lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining ({gold_s:.2f} s)")
+            lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining")
     lines += ["", "## Verdicts (PGU)", ""]
     tol = summary["tolerances"]
     for key, verdict in summary["verdicts"].get("pgu", {}).items():

@@ -36,6 +36,7 @@ COLUMNS = [
     "forget_acc_after",
     "val_acc_before",
     "val_acc_after",
+    "compute_seconds",
     "wall_seconds",
     "replay",
 ]
