@@ -13,6 +13,7 @@ from pgu.core.checkpoint import (
     model_to_bytes,
     save_tensors,
     sha256_file,
+    tensors_from_bytes,
     tensors_to_bytes,
 )
 
@@ -60,3 +61,10 @@ def test_corrupt_or_foreign_files_give_clear_errors(tmp_path):
     truncated = model_to_bytes(_model())[:-100]
     with pytest.raises(CheckpointError):
         model_from_bytes(truncated)
+
+
+def test_loaded_tensors_come_back_in_sorted_order():
+    names = [f"layer{i}" for i in (7, 2, 9, 0, 5, 3, 8, 1)]
+    data = tensors_to_bytes({n: torch.zeros(1) for n in names})
+    for _ in range(5):  # the underlying order varies between processes, ours must not
+        assert list(tensors_from_bytes(data)[0]) == sorted(names)

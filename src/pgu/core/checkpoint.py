@@ -87,7 +87,9 @@ def tensors_from_bytes(data: bytes, what: str = "tensor file") -> tuple[dict[str
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{what} is not a valid safetensors file ({exc})") from exc
     meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
-    return tensors, meta
+    # safetensors hands tensors back in an order that varies between processes; sort them so
+    # everything derived from the iteration order (reports, metadata, bytes) is reproducible.
+    return {name: tensors[name] for name in sorted(tensors)}, meta
 
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict | None = None) -> str:
