@@ -41,7 +41,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from pgu.core.cgs import compute_bases
 from pgu.core.data import SampleSet
 from pgu.core.losses import depoison_loss
+from pgu.core.params import from_params
 from pgu.core.projection import project_gradients, projected_parameters
 from pgu.core.representation import tracked_layers
 from pgu.core.training import predict_logits
@@ -116,13 +117,7 @@ class DepoisonConfig:
     @classmethod
     def from_params(cls, params: Mapping) -> DepoisonConfig:
         """Build from a parameters dict, rejecting unknown keys with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown de-poisoning parameters {sorted(unknown)}; valid: {sorted(known)}"
-            )
-        return cls(**dict(params))
+        return from_params(cls, params, "de-poisoning")
 
     def lr(self, epoch: int) -> float:
         """eta_e = lr_start * (lr_end / lr_start) ** (e / E) for epoch index e in [0, E)."""

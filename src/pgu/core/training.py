@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from pgu.core import distributed
 from pgu.core.checkpoint import build_from_spec
 from pgu.core.data import SampleSet
+from pgu.core.params import from_params
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,7 @@ class TrainRecipe:
     @classmethod
     def from_params(cls, params: dict) -> TrainRecipe:
         """Build from a parameters dict, rejecting unknown keys with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown training parameters {sorted(unknown)}; valid: {sorted(known)}"
-            )
-        return cls(**params)
+        return from_params(cls, params, "training")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -62,7 +62,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,7 @@ from tqdm.auto import tqdm
 
 from pgu.core.data import SampleSet
 from pgu.core.losses import unlearning_loss
+from pgu.core.params import from_params
 from pgu.core.projection import project_gradients, projected_parameters
 from pgu.core.training import predict_logits
 
@@ -177,14 +178,8 @@ class UnlearnConfig:
 
     @classmethod
     def from_params(cls, params: Mapping) -> UnlearnConfig:
-        """Build from a parameters dict (e.g. YAML), rejecting unknown keys with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown unlearning parameters {sorted(unknown)}; valid: {sorted(known)}"
-            )
-        return cls(**dict(params))
+        """Build from a parameters dict, rejecting unknown keys with their names."""
+        return from_params(cls, params, "unlearning")
 
     def lr(self, epoch: int) -> float:
         """eta_e = lr_start * (lr_end / lr_start) ** (e / E) for the epoch index e in [0, E)."""
