@@ -78,7 +78,7 @@ from pgu.core.unlearning import UnlearnConfig, unlearn
 logger = logging.getLogger("bench.cifar")
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("original", "retrained", "pgu")
+MODELS = ("original", "retrained", "pgu", "pgu_f32")  # pgu_f32: --compare-float32-eigh
 SCENARIOS = ("a", "c", "b")  # the order they run in: (a) first, it is what the reference measured
 PAPER_EPOCHS = 200
 
@@ -112,7 +112,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "seed": 0,
         },
     },
-    "cgs": {"gamma": 0.95, "overrides": {}},
+    "cgs": {"gamma": 0.95, "overrides": {}, "eigh_dtype": "float64"},
     "representation": {"batch_size": 256, "device": "auto"},
     "unlearn": {
         "request_id": None,
@@ -376,6 +376,7 @@ class Bench:
         )
         self.gamma = float(conf["cgs"]["gamma"])
         self.gamma_overrides = dict(conf["cgs"].get("overrides") or {})
+        self.eigh_dtype = str(conf["cgs"].get("eigh_dtype", "float64"))
         self.batch_size = int(conf["representation"]["batch_size"])
         self.config = UnlearnConfig.from_params(
             dict(conf["unlearn"].get("config") or {}, **json.loads(args.unlearn))
@@ -460,13 +461,17 @@ class Bench:
         forget_ids: np.ndarray,
         classes: list[int] | None,
         chain: str,
+        eigh_dtype: str | None = None,
     ) -> dict:
         """One PGU request as ``pgu.core.deletion.execute_request`` runs it (cached by chain).
 
         R_forget is collected with the original model (the statistics model of R_full), so
         R_retain = R_prev - R_forget is exact; the unlearning starts from ``start``.
         """
+        eigh_dtype = eigh_dtype or self.eigh_dtype
         key = (seed, (chain + ":").encode() + np.sort(forget_ids).tobytes())
+        if eigh_dtype != self.eigh_dtype:
+            key = (seed, eigh_dtype.encode() + key[1])
         if key in self._requests:
             return dict(self._requests[key], reused=True)
         dev = self.device
@@ -485,6 +490,7 @@ class Bench:
                 self.gamma,
                 self.gamma_overrides,
                 device=dev if dev.type == "cuda" else None,
+                eigh_dtype=eigh_dtype,
             ),
             dev,
         )
@@ -506,13 +512,15 @@ class Bench:
             "layers": [f"{s['layer']} k={s['k']}/{s['d']}" for s in summary],
             "reused": False,
         }
-        if chain == "0" and classes is None:  # scenario (a) is step 1 of (b): keep it
+        if chain == "0" and classes is None and eigh_dtype == self.eigh_dtype:
+            # scenario (a) is step 1 of (b): keep it
             self._requests[key] = {k: v for k, v in out.items() if k != "reused"}
         logger.info(
-            "seed %d %s: %s after %d epochs (kept %d, %d tries, scale %.3g); request %.1fs "
-            "(R_forget %.1fs, bases %.1fs, unlearning %.1fs)",
+            "seed %d %s (%s eigh): %s after %d epochs (kept %d, %d tries, scale %.3g); "
+            "request %.2fs (R_forget %.2fs, bases %.2fs, unlearning %.2fs)",
             seed,
             chain,
+            eigh_dtype,
             result.stop_reason,
             result.epochs_run,
             result.kept_epoch,
@@ -586,14 +594,24 @@ class Bench:
             classes = [self.args.forget_class]
         gold, retrain_s, gold_reused = self.gold(seed, forget_ids)
         req = self.request(seed, state["original"], state["r_full"], forget_ids, classes, "0")
-        rows = self.evaluate(
-            {"original": state["original"], "retrained": gold, "pgu": req["model"]},
-            self.eval_sets(forget_ids, classes or ()),
-            seed,
-        )
-        return self._record(
+        models = {"original": state["original"], "retrained": gold, "pgu": req["model"]}
+        req32 = None
+        if self.args.compare_float32_eigh and self.eigh_dtype != "float32":
+            req32 = self.request(
+                seed, state["original"], state["r_full"], forget_ids, classes, "0", "float32"
+            )
+            models["pgu_f32"] = req32["model"]
+        rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
+        record = self._record(
             scenario, seed, 1, forget_ids, forget_ids, rows, req, retrain_s, gold_reused, state
         )
+        if req32 is not None:
+            rows["pgu_f32"]["time_s"] = req32["request_s"]
+            record["float32_eigh"] = {
+                k: req32[k]
+                for k in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
+            }
+        return record
 
     def incremental(self, seed: int, on_step: Callable[[dict], None]) -> list[dict]:
         """Scenario (b): ``--increments`` requests of ``--forget-per-class`` per class in turn."""
@@ -975,6 +993,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="seconds: skip work predicted to end later, then report (0: no limit)",
+    )
+    p.add_argument(
+        "--compare-float32-eigh",
+        action="store_true",
+        help="(a), (c): also run each request with float32 eigendecompositions (pgu_f32)",
     )
     p.add_argument("--out", default="", help="folder for results.md, results.json and log.txt")
     p.add_argument("--verbose", action="store_true", help="log the core's INFO messages too")

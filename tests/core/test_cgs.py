@@ -152,3 +152,22 @@ def test_retain_statistics_key_and_shape_mismatch():
         retain_statistics({"a": a}, {"a": a, "c": a})
     with pytest.raises(ValueError, match="shape"):
         retain_statistics({"a": a}, {"a": random_psd(4, 4)})
+
+
+def test_float32_eigh_spans_the_same_cgs_as_float64():
+    # distinct, well-separated eigenvalues: float32 must find the same k and the same space
+    g = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    lam = torch.logspace(3, -1, 40, dtype=torch.float64)
+    r = {"layer": q @ torch.diag(lam) @ q.T}
+    b64, s64 = compute_bases(r, 0.9, lean=False)
+    b32, s32 = compute_bases(r, 0.9, lean=False, eigh_dtype="float32")
+    assert s64[0]["k"] == s32[0]["k"] and 0 < s64[0]["k"] < 40
+    m64, m32 = b64["layer"].double(), b32["layer"].double()  # (40, k)
+    # equal projectors <=> the same subspace
+    torch.testing.assert_close(m32 @ m32.T, m64 @ m64.T, atol=1e-4, rtol=0)
+
+
+def test_unknown_eigh_dtype_is_rejected():
+    with pytest.raises(ValueError, match="eigh_dtype"):
+        spectrum(random_psd(4, 4), eigh_dtype="float16")

@@ -106,8 +106,9 @@ def test_attack_separates_memorised_members_from_unseen(overfit):
     assert out["auc"] > 0.9
     assert out["n_per_class"] == len(members) - 40
     assert 0.3 < out["member_rate"] < 0.7
-    only_members = entropy_attack(pm[40:], members.y[40:], pn[40:], fresh.y[40:], pm[:40],
-                                  members.y[:40])
+    only_members = entropy_attack(
+        pm[40:], members.y[40:], pn[40:], fresh.y[40:], pm[:40], members.y[:40]
+    )
     assert only_members["member_rate"] > 0.9
 
 

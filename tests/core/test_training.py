@@ -12,6 +12,7 @@ from pgu.core.sources import load_source
 from pgu.core.training import (
     TrainRecipe,
     accuracy_and_loss,
+    apply_augmentation,
     augment,
     exponential_lr,
     fit_from_scratch,
@@ -65,6 +66,17 @@ def test_augment_keeps_shape_and_flip_is_a_mirror():
     # every crop window is a shifted copy: its values are a subset of the padded image's
     padded_vals = set(np.append(x.numpy().ravel(), 0.0).tolist())
     assert set(cropped.numpy().ravel().tolist()) <= padded_vals
+
+
+def test_crop_takes_each_samples_window_of_the_padded_image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 5, 7, generator=g)
+    pad = 2
+    offsets = torch.randint(0, 2 * pad + 1, (6, 2), generator=g)  # (B, 2) = (dy, dx)
+    out = apply_augmentation(x, (None, offsets), pad)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], padded[i, :, dy : dy + 5, dx : dx + 7])
 
 
 def test_recipe_rejects_unknown_parameters():

@@ -39,8 +39,12 @@ def sample_set(x: torch.Tensor, y: torch.Tensor, num_classes: int, first_id: int
     """Float features taken as they are (mean 0, std 1)."""
     c = x.shape[1]
     return SampleSet(
-        x.float(), y.long(), torch.arange(first_id, first_id + len(y)),
-        torch.zeros(c), torch.ones(c), num_classes,
+        x.float(),
+        y.long(),
+        torch.arange(first_id, first_id + len(y)),
+        torch.zeros(c),
+        torch.ones(c),
+        num_classes,
     )
 
 
@@ -54,16 +58,23 @@ def conv_net() -> nn.Module:
     """conv - ReLU - BN - flatten - linear - ReLU - BN - linear, untrained."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(),
-        nn.Linear(4 * 5 * 5, 16), nn.ReLU(), nn.BatchNorm1d(16), nn.Linear(16, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.BatchNorm2d(4),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 16),
+        nn.ReLU(),
+        nn.BatchNorm1d(16),
+        nn.Linear(16, 3),
     )
 
 
 def images(n: int, seed: int) -> SampleSet:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 5, 5, generator=g)
-    return SampleSet(x, torch.randint(0, 3, (n,), generator=g), torch.arange(n),
-                     torch.zeros(1), torch.ones(1), 3)
+    return SampleSet(
+        x, torch.randint(0, 3, (n,), generator=g), torch.arange(n), torch.zeros(1), torch.ones(1), 3
+    )
 
 
 def bases_for(model: nn.Module, full: SampleSet, forget: SampleSet, **kw) -> dict:
@@ -251,8 +262,9 @@ def test_same_seed_gives_identical_bytes(conv_case):
 def test_fixed_step_is_plain_sgd(memorised):
     """One batch, one epoch: W <- W - lr * P(G), the paper's update, nothing re-scaled."""
     model, forget, val, bases = memorised
-    config = UnlearnConfig(epochs=1, step="fixed", lr_start=0.05, lr_end=0.05,
-                           batch_size=len(forget))
+    config = UnlearnConfig(
+        epochs=1, step="fixed", lr_start=0.05, lr_end=0.05, batch_size=len(forget)
+    )
     result = unlearn(model, bases, forget, val, config)
     assert result.stop_reason == "budget_exhausted" and result.kept_epoch == 1
     assert result.history[1]["lr"] == pytest.approx(0.05) and result.lr_scale == 1.0

@@ -175,7 +175,11 @@ def audit_request(
     r_forget = collect_representations(stats_model, sets.forget.batches(256), device=device)
     retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget)
     bases, _ = compute_bases(
-        retain_stats, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+        retain_stats,
+        cgs_params["gamma"],
+        cgs_params.get("overrides"),
+        device=device,
+        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
     )
     ctx_args = dict(
         forget=sets.forget,

@@ -93,11 +93,17 @@ def _eigh_threads(d: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def spectrum(r: Tensor) -> tuple[Tensor, Tensor]:
+EIGH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def spectrum(r: Tensor, eigh_dtype: str = "float64") -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of a symmetric PSD matrix, eigenvalues descending.
 
     Args:
-        r: (d, d) symmetric PSD (e.g. a representation matrix); computed in float64.
+        r: (d, d) symmetric PSD (e.g. a representation matrix), symmetrised in float64.
+        eigh_dtype: precision of the decomposition itself: "float64" (default) or "float32"
+            (faster on GPUs for large d; eigenvalues below ~1e-7 of the largest are then
+            round-off, which moves the CGS cut k only where the spectrum is flat there).
 
     Returns:
         ``(lam, U)``: lam (d,) float64 descending, with negative round-off clamped to 0;
@@ -105,11 +111,16 @@ def spectrum(r: Tensor) -> tuple[Tensor, Tensor]:
     """
     if r.dim() != 2 or r.shape[0] != r.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {tuple(r.shape)}")
+    if eigh_dtype not in EIGH_DTYPES:
+        raise ValueError(f"eigh_dtype must be one of {sorted(EIGH_DTYPES)}, got {eigh_dtype!r}")
     r = r.to(torch.float64)
+    sym = ((r + r.T) / 2).to(EIGH_DTYPES[eigh_dtype])
     with _eigh_threads(r.shape[0]):
-        lam, u = torch.linalg.eigh((r + r.T) / 2)  # ascending
-    lam, u = lam.flip(0), u.flip(1)  # (d,), (d, d) descending
-    if lam.numel() and lam[-1] < -NEGATIVE_WARN * lam.abs().max():
+        lam, u = torch.linalg.eigh(sym)  # ascending
+    lam, u = lam.flip(0).to(torch.float64), u.flip(1).to(torch.float64)  # (d,), (d, d) desc.
+    # round-off scales with the decomposition's precision (float32: ~1e-7 of the largest)
+    warn = max(NEGATIVE_WARN, 100 * torch.finfo(EIGH_DTYPES[eigh_dtype]).eps)
+    if lam.numel() and lam[-1] < -warn * lam.abs().max():
         logger.warning(
             "matrix is not PSD: eigenvalue %.3e vs largest %.3e; clamping to 0",
             lam[-1].item(),
@@ -171,6 +182,7 @@ def compute_bases(
     overrides: Mapping[str, float] | None = None,
     lean: bool = True,
     device: str | torch.device | None = None,
+    eigh_dtype: str = "float64",
 ) -> tuple[dict[str, Tensor], list[dict]]:
     """CGS bases of every layer's retain statistics, each stored in its smaller form.
 
@@ -186,6 +198,7 @@ def compute_bases(
         overrides: per-layer thresholds ``{layer: gamma_l}``.
         lean: store the smaller of M and N (False: always M, under the key ``layer``).
         device: where to eigen-decompose (e.g. "cuda"); None: where each matrix is.
+        eigh_dtype: precision of the eigendecompositions (see :func:`spectrum`).
 
     Returns:
         ``(bases, summary)``: bases ``{key: (d, k) or (d, d - k) float32 contiguous}`` with
@@ -205,7 +218,7 @@ def compute_bases(
     summary: list[dict] = []
     for name, r in retain.items():
         g = float(overrides.get(name, gamma))
-        lam, u = spectrum(r if device is None else r.to(device))  # (d,), (d, d)
+        lam, u = spectrum(r if device is None else r.to(device), eigh_dtype)  # (d,), (d, d)
         sigma = lam.sqrt()
         k = basis_size(sigma, g)
         d = lam.numel()

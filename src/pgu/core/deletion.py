@@ -142,7 +142,11 @@ def execute_request(
     r_retain = retain_statistics(stats_in.tensors, r_forget)
     del r_forget  # derived from deleted samples only: never persisted
     bases, summary = compute_bases(
-        r_retain, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+        r_retain,
+        cgs_params["gamma"],
+        cgs_params.get("overrides"),
+        device=device,
+        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
     )
 
     classes = list(request.classes) or None

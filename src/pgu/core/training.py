@@ -103,11 +103,15 @@ def apply_augmentation(
     if mask is not None:
         x = torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
     if offsets is not None:
-        b, _, h, w = x.shape
-        padded = F.pad(x, (padding, padding, padding, padding))
-        x = torch.stack(
-            [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())]
-        )
+        b, c, h, w = x.shape
+        padded = F.pad(x, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
+        offsets = offsets.to(x.device)
+        # Each sample's window as two gathers (rows, then columns): one kernel each instead of
+        # one slice per sample, and the same values as slicing padded[i, :, dy:dy+h, dx:dx+w].
+        rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (B, W)
+        x = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, padded.shape[3]))
+        x = x.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))  # (B, C, H, W)
     return x
 
 
@@ -198,7 +202,11 @@ def train_model(
         for group in optimiser.param_groups:
             group["lr"] = lr
         model.train()
-        seen, correct, loss_sum = 0, 0, 0.0
+        # Sums stay on the device (no per-batch sync); float64 additions in batch order give
+        # the same value as summing Python floats.
+        seen = 0
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         # The same permutation and augmentation draws on every process: each takes its
         # contiguous shard of every global batch, so the samples seen per step do not depend
         # on the number of processes (with one process this is SampleSet.batches exactly).
@@ -219,19 +227,20 @@ def train_model(
             logits = net(x)
             if world == 1:
                 loss = F.cross_entropy(logits, y)
-                batch_loss = loss.item() * y.shape[0]
+                batch_loss = loss.detach().double() * y.shape[0]
             else:
                 # DDP averages gradients over processes: weight each shard's sum so that the
                 # average is the mean over the global batch, whatever the shard sizes.
                 summed = F.cross_entropy(logits, y, reduction="sum")
                 loss = summed * (world / len(idx))
-                batch_loss = summed.item()
+                batch_loss = summed.detach().double()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             seen += y.shape[0]
-            correct += (logits.argmax(1) == y).sum().item()
+            correct += (logits.detach().argmax(1) == y).sum()
             loss_sum += batch_loss
+        correct, loss_sum = int(correct.item()), loss_sum.item()  # one sync per epoch
         if world > 1:
             seen, correct, loss_sum = distributed.all_reduce_sum([seen, correct, loss_sum])
             # every process's last forward pass updated its own BatchNorm statistics

@@ -71,7 +71,11 @@ def preview_bases(
     r_forget = collect_representations(stats_model, batches, device=device)
     retain = retain_statistics(stats.tensors, r_forget)
     _, summary = compute_bases(
-        retain, cgs_params["gamma"], cgs_params.get("overrides"), device=device
+        retain,
+        cgs_params["gamma"],
+        cgs_params.get("overrides"),
+        device=device,
+        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
     )
     table = pd.DataFrame([{k: v for k, v in s.items() if k != "sigma"} for s in summary])
     return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")
