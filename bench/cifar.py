@@ -57,6 +57,7 @@ import statistics
 import tarfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ from pgu.core.unlearning import UnlearnConfig, unlearn
 logger = logging.getLogger("bench.cifar")
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("original", "retrained", "pgu", "pgu_f32")  # pgu_f32: --compare-float32-eigh
+MODELS = ("original", "retrained", "pgu")  # then "pgu:<name>" per --variant
 SCENARIOS = ("a", "c", "b")  # the order they run in: (a) first, it is what the reference measured
 PAPER_EPOCHS = 200
 
@@ -132,6 +133,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "sample_guard_drop": 0.05,
             "class_target_acc": 0.01,
             "class_guard_drop": 0.01,
+            "class_free_rows": True,
             "seed": 0,
         },
     },
@@ -381,6 +383,15 @@ class Bench:
         self.config = UnlearnConfig.from_params(
             dict(conf["unlearn"].get("config") or {}, **json.loads(args.unlearn))
         )
+        # --variant NAME=JSON: the same requests with other settings, reported as "pgu:NAME"
+        self.variants: dict[str, tuple[UnlearnConfig, str]] = {}
+        for name, overrides in args.variant:
+            over = dict(overrides)
+            dtype = str(over.pop("eigh_dtype", self.eigh_dtype))
+            self.variants[name] = (
+                UnlearnConfig.from_params(dict(asdict(self.config), **over)),
+                dtype,
+            )
         self.budget = budget
         self._seed_state: dict[int, dict] = {}
         self._gold: dict[tuple[int, bytes], tuple[nn.Module, float]] = {}
@@ -461,17 +472,15 @@ class Bench:
         forget_ids: np.ndarray,
         classes: list[int] | None,
         chain: str,
-        eigh_dtype: str | None = None,
+        variant: str | None = None,
     ) -> dict:
         """One PGU request as ``pgu.core.deletion.execute_request`` runs it (cached by chain).
 
         R_forget is collected with the original model (the statistics model of R_full), so
         R_retain = R_prev - R_forget is exact; the unlearning starts from ``start``.
         """
-        eigh_dtype = eigh_dtype or self.eigh_dtype
-        key = (seed, (chain + ":").encode() + np.sort(forget_ids).tobytes())
-        if eigh_dtype != self.eigh_dtype:
-            key = (seed, eigh_dtype.encode() + key[1])
+        config, eigh_dtype = self.variants[variant] if variant else (self.config, self.eigh_dtype)
+        key = (seed, f"{variant or ''}/{chain}:".encode() + np.sort(forget_ids).tobytes())
         if key in self._requests:
             return dict(self._requests[key], reused=True)
         dev = self.device
@@ -495,7 +504,7 @@ class Bench:
             dev,
         )
         result, unlearn_s = timed(
-            lambda: unlearn(start, bases, forget, val, self.config, classes, device=dev), dev
+            lambda: unlearn(start, bases, forget, val, config, classes, device=dev), dev
         )
         out = {
             "model": result.model.cpu().eval(),
@@ -512,15 +521,15 @@ class Bench:
             "layers": [f"{s['layer']} k={s['k']}/{s['d']}" for s in summary],
             "reused": False,
         }
-        if chain == "0" and classes is None and eigh_dtype == self.eigh_dtype:
+        if chain == "0" and classes is None and variant is None:
             # scenario (a) is step 1 of (b): keep it
             self._requests[key] = {k: v for k, v in out.items() if k != "reused"}
         logger.info(
-            "seed %d %s (%s eigh): %s after %d epochs (kept %d, %d tries, scale %.3g); "
+            "seed %d %s (%s): %s after %d epochs (kept %d, %d tries, scale %.3g); "
             "request %.2fs (R_forget %.2fs, bases %.2fs, unlearning %.2fs)",
             seed,
             chain,
-            eigh_dtype,
+            variant or "defaults",
             result.stop_reason,
             result.epochs_run,
             result.kept_epoch,
@@ -595,21 +604,22 @@ class Bench:
         gold, retrain_s, gold_reused = self.gold(seed, forget_ids)
         req = self.request(seed, state["original"], state["r_full"], forget_ids, classes, "0")
         models = {"original": state["original"], "retrained": gold, "pgu": req["model"]}
-        req32 = None
-        if self.args.compare_float32_eigh and self.eigh_dtype != "float32":
-            req32 = self.request(
-                seed, state["original"], state["r_full"], forget_ids, classes, "0", "float32"
+        extra = {
+            name: self.request(
+                seed, state["original"], state["r_full"], forget_ids, classes, "0", name
             )
-            models["pgu_f32"] = req32["model"]
+            for name in self.variants
+        }
+        models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
         rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
         record = self._record(
             scenario, seed, 1, forget_ids, forget_ids, rows, req, retrain_s, gold_reused, state
         )
-        if req32 is not None:
-            rows["pgu_f32"]["time_s"] = req32["request_s"]
-            record["float32_eigh"] = {
-                k: req32[k]
-                for k in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
+        record["variants"] = {}
+        for name, r in extra.items():
+            rows[f"pgu:{name}"]["time_s"] = r["request_s"]
+            record["variants"][name] = {
+                k: r[k] for k in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
             }
         return record
 
@@ -705,10 +715,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def labels(runs: list[dict]) -> list[str]:
+    """The model labels of some runs: :data:`MODELS` first, then variants as they appear."""
+    seen = [m for r in runs for m in r["models"]]
+    extra = dict.fromkeys(m for m in seen if m not in MODELS)
+    return [m for m in MODELS if m in seen] + list(extra)
+
+
 def summarise(runs: list[dict]) -> dict:
     """{model: {metric: (mean, std)}}, timings and stop reasons over the seeds of some runs."""
-    out: dict = {"seeds": [r["seed"] for r in runs]}
-    for label in MODELS:
+    out: dict = {"seeds": [r["seed"] for r in runs], "models": labels(runs)}
+    for label in labels(runs):
         present = [r["models"][label] for r in runs if label in r["models"]]
         if present:
             keys = [k for k, v in present[0].items() if isinstance(v, (int, float))]
@@ -772,10 +789,9 @@ def table(summary: dict, cols: Sequence[str], title: str, label_prefix: str = ""
         "| model | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    for label in MODELS:
-        if label in summary:
-            cells = [cell(c, summary[label].get(c), seeds) for c in cols]
-            lines.append(f"| {label_prefix}{label} | " + " | ".join(cells) + " |")
+    for label in summary["models"]:
+        cells = [cell(c, summary[label].get(c), seeds) for c in cols]
+        lines.append(f"| {label_prefix}{label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -909,7 +925,7 @@ def report(runs: list[dict], args: argparse.Namespace, info: dict) -> tuple[str,
             s = summarise(at_k)
             summaries["b"][k] = s
             seeds = len(at_k)
-            for label in MODELS:
+            for label in s["models"]:
                 if label in s:
                     cells = [cell(c, s[label].get(c), seeds) for c in cols]
                     req = cell("request_acc", s[label].get("request_acc"), seeds)
@@ -917,6 +933,22 @@ def report(runs: list[dict], args: argparse.Namespace, info: dict) -> tuple[str,
             timings.append(f"step {k}: " + timing_line(s, args.epochs))
         lines += [""] + [f"- {t}" for t in timings] + [""]
     return "\n".join(lines), summaries
+
+
+def warm_up(bench: Bench, train: SampleSet, device: torch.device) -> None:
+    """One pass through every phase on 512 samples, so no timing pays for first calls."""
+    small = train.take(torch.arange(min(len(train), 512)))
+    recipe = TrainRecipe.from_params(dict(bench.recipe_params, epochs=1))
+    model, _ = fit_from_scratch(bench.spec, on(small, device), recipe, device=device)
+    r_small = collect_representations(model, small.batches(64), device=device)
+    bases, _ = compute_bases(r_small, bench.gamma, device=device)
+    # the unlearning loop's shapes (update batches, stop-check batches) in both modes
+    forget, val = small.take(torch.arange(100)), small.take(torch.arange(100, len(small)))
+    quick = replace(
+        bench.config, epochs=1, max_backtracks=0, sample_tolerance=0.0, class_target_acc=0.0
+    )  # one epoch of updates, whatever the half-trained model's start
+    unlearn(model, bases, forget, val, quick, device=device)
+    unlearn(model, bases, forget, val, quick, forget_classes=[0], device=device)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -995,9 +1027,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds: skip work predicted to end later, then report (0: no limit)",
     )
     p.add_argument(
-        "--compare-float32-eigh",
-        action="store_true",
-        help="(a), (c): also run each request with float32 eigendecompositions (pgu_f32)",
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="(a), (c): also run each request with these UnlearnConfig overrides (and/or "
+        '"eigh_dtype"), reported as pgu:NAME; repeatable. E.g. f32=\'{"eigh_dtype": "float32"}\'',
     )
     p.add_argument("--out", default="", help="folder for results.md, results.json and log.txt")
     p.add_argument("--verbose", action="store_true", help="log the core's INFO messages too")
@@ -1007,6 +1042,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown or not scenarios:
         p.error(f"unknown scenarios {unknown}; choose from a, b, c")
     args.scenarios = [s for s in SCENARIOS if s in scenarios]
+    variants = []
+    for text in args.variant:
+        name, sep, body = text.partition("=")
+        try:
+            overrides = json.loads(body) if sep else None
+        except json.JSONDecodeError as err:
+            p.error(f"--variant {text!r}: not JSON after '=': {err}")
+        if not name.isidentifier() or not isinstance(overrides, dict):
+            p.error(f"--variant {text!r}: expected NAME={{...}} (a JSON object)")
+        variants.append((name, overrides))
+    args.variant = variants
     return args
 
 
@@ -1043,10 +1089,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sets, info = build_sets(conf, args)
     bench = Bench(args, conf, sets, Budget(args.time_budget, start))
     if device.type == "cuda":  # kernels, cuDNN autotuning and allocator growth: not timed
-        small = sets["train"].take(torch.arange(min(len(sets["train"]), 512)))
-        warm = TrainRecipe.from_params(dict(bench.recipe_params, epochs=1))
-        model, _ = fit_from_scratch(bench.spec, on(small, device), warm, device=device)
-        collect_representations(model, small.batches(64), device=device)
+        warm_up(bench, sets["train"], device)
     runs: list[dict] = []
     skipped: list[str] = []
 
@@ -1076,8 +1119,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         save(partial=True)
 
-    for scenario in args.scenarios:
-        for seed in range(args.seeds):
+    # seed by seed: a seed's original and statistics serve all of its scenarios, so a run cut
+    # short by the time budget has whole seeds rather than one scenario's seeds
+    for seed in range(args.seeds):
+        for scenario in args.scenarios:
             if scenario == "b":
                 trainings, requests = bench.trainings_b(seed), bench.requests_b(seed)
             else:

@@ -50,8 +50,7 @@ from torch import Tensor
 from pgu.core.cgs import basis_bytes, compute_bases, retain_statistics, spectrum
 from pgu.core.checkpoint import model_spec
 from pgu.core.data import SampleSet, normalisation_stats, split_set
-from pgu.core.losses import unlearning_loss
-from pgu.core.projection import project_gradients, projected_parameters
+from pgu.core.projection import projected_parameters
 from pgu.core.representation import collect_representations, collect_representations_sharded
 from pgu.core.sources import load_source
 from pgu.core.splits import sample_index, stratified_split
@@ -62,7 +61,7 @@ from pgu.core.training import (
     predict_logits,
     resolve_device,
 )
-from pgu.core.unlearning import UnlearnConfig, unlearn
+from pgu.core.unlearning import UnlearnConfig, descent_epoch, unlearn
 
 logger = logging.getLogger("bench.speed")
 
@@ -245,25 +244,14 @@ def warm_up(w: Workload) -> None:
     spectrum(torch.eye(64, dtype=torch.float64, device=w.device))
 
 
-def projected_epoch(
-    model: torch.nn.Module, bases: dict, forget: SampleSet, config: UnlearnConfig, device
-) -> None:
-    """One pass of projected descent over the forget set, without any stop check."""
+def descent_model(model: torch.nn.Module, bases: dict, device) -> tuple:
+    """A copy of ``model`` prepared as ``unlearn`` prepares it: (copy, the weights it moves)."""
     model = copy.deepcopy(model).to(device).eval()
     params = projected_parameters(model, bases)
     chosen = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
-    for x, y in forget.batches(config.batch_size, torch.Generator().manual_seed(0)):
-        loss = unlearning_loss(
-            model(x.to(device)), y.to(device), config.delta, config.w_forget, config.w_entropy
-        )
-        loss.backward()
-        project_gradients(model, bases)
-        with torch.no_grad():
-            for p in params:
-                p.add_(p.grad, alpha=-1e-3)
-                p.grad = None
+    return model, params
 
 
 def run(w: Workload, unlearn_params: dict | None = None) -> dict:
@@ -333,8 +321,17 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
         dev,
     )
     # --- per-epoch costs, apart from the stopping rule
+    # one epoch of the loop's own update code (calibrated step), without the stop check
+    model, params = descent_model(original, bases, dev)
+    on_dev = {name: b.to(dev) for name, b in bases.items()}
+    forget_dev = forget.to(dev)
     epochs = [
-        timed(lambda: projected_epoch(original, bases, forget, config, dev), dev)[1]
+        timed(
+            lambda: descent_epoch(
+                model, params, on_dev, forget_dev, config, 1e-3, 0, dev, loss_fn=None
+            ),
+            dev,
+        )[1]
         for _ in range(3)
     ]
     t["unlearning_epoch"] = statistics.median(epochs)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgu.core.cgs import compute_bases, retain_statistics, spectrum
+from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics, spectrum
 from pgu.core.data import SampleSet
 from pgu.core.losses import unlearning_loss
 from pgu.core.models import build_model
@@ -218,6 +218,34 @@ def test_classes_mode_reaches_target_and_holds_guard():
     assert end["forget_acc"] <= config.class_target_acc
     assert end["forget_class_val_acc"] <= config.class_target_acc
     assert result.history[0]["other_val_acc"] - end["other_val_acc"] <= config.class_guard_drop
+
+
+@pytest.mark.parametrize("free", [True, False])
+def test_class_rows_of_the_output_layer_are_the_only_unprojected_update(conv_case, free):
+    model, forget, val, bases = conv_case  # conv "0" (basis), linear "4" frozen, head "7"
+    config = UnlearnConfig(epochs=2, class_free_rows=free, class_target_acc=0.0)
+    result = unlearn(model, bases, forget, val, config, forget_classes=[1])
+    head = "7"
+    delta = result.model.state_dict()[head + ".weight"] - model.state_dict()[head + ".weight"]
+    inside = (delta @ cgs_basis(bases, head, 16)).norm(dim=1)  # (3,) moves within span(M)
+    scale = delta.norm() + 1e-12
+    assert delta.norm() > 0
+    # rows 0 and 2 (kept classes) stay projected; row 1 moves within span(M) only when freed
+    assert (inside[[0, 2]] <= 1e-4 * scale).all()
+    assert (inside[1] > 1e-3 * scale) if free else (inside[1] <= 1e-4 * scale)
+    # every other layer is projected as before: the conv "0" moves outside its CGS only
+    conv = result.model.state_dict()["0.weight"] - model.state_dict()["0.weight"]
+    conv_m = cgs_basis(bases, "0", 9)
+    assert (conv.view(4, -1) @ conv_m).norm() <= 1e-4 * (conv.norm() + 1e-12)
+
+
+def cgs_basis(bases: dict, name: str, d: int) -> torch.Tensor:
+    """The CGS basis M (d, k) of a layer, whichever form the lean bases store."""
+    if name in bases:
+        return bases[name]
+    n = bases[name + COMPLEMENT_SUFFIX]  # (d, d - k)
+    u = torch.linalg.svd(torch.eye(d) - n @ n.T)[0]  # leading columns span the complement of N
+    return u[:, : d - n.shape[1]]
 
 
 def test_budget_exhausted_is_explicit_and_warns(memorised, caplog):

@@ -54,6 +54,20 @@ class SampleSet:
         shape = tuple(self.mean.shape) + (1,) * extra
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
+    def to(self, device: str | torch.device) -> SampleSet:
+        """This set with images, labels and statistics on ``device``; ids stay on the CPU."""
+        device = torch.device(device)
+        if self.x.device == device and self.y.device == device:
+            return self
+        return SampleSet(
+            self.x.to(device),
+            self.y.to(device),
+            self.sample_id,
+            self.mean.to(device),
+            self.std.to(device),
+            self.num_classes,
+        )
+
     def take(self, idx: Tensor) -> SampleSet:
         """The rows ``idx`` (a boolean mask or integer positions) as a new SampleSet."""
         return SampleSet(

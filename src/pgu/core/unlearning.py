@@ -47,6 +47,16 @@ overshoot. At most ``max_backtracks`` epochs are redone in a whole run, so a run
   epoch after which the validation accuracy on the other classes is more than
   ``class_guard_drop`` below its value before unlearning breaks the guard: an overshoot.
 
+**Forgotten classes' output rows** (classes mode, ``class_free_rows``, default on). The rows
+of the output layer (the last ``nn.Linear`` with one output per class) that belong to the
+forgotten classes are updated without projection; every other row, and every other layer, is
+projected as usual. Projection keeps a layer's response to the retained inputs, but here that
+response is exactly what a retrained model changes: without the class, nothing is ever
+predicted as it. Lowering those logits cannot turn a correct prediction of a retained sample
+(whose label is never a forgotten class) into a wrong one, and it spares the hidden layers
+most of the work (measured on CIFAR-10, README: with projected rows the guard stopped the run
+at 6% forget-class accuracy). The biases stay fixed, as in METHOD.md section 5.
+
 The loop stops at the first epoch that reaches the target and keeps it. If an overshoot
 persists after the last backtrack (or at once with ``step="fixed"``), samples mode keeps
 whichever of that epoch and the previous one is closer to the target (|g|, ties to the later
@@ -73,6 +83,7 @@ from pgu.core.data import SampleSet
 from pgu.core.losses import unlearning_loss
 from pgu.core.params import from_params
 from pgu.core.projection import project_gradients, projected_parameters
+from pgu.core.representation import tracked_layers
 from pgu.core.training import predict_logits
 
 logger = logging.getLogger(__name__)
@@ -126,6 +137,8 @@ class UnlearnConfig:
             validation samples of the forgotten classes, at or below which the target is met.
         class_guard_drop: classes mode: how far (a fraction) the validation accuracy on the
             other classes may fall below its value before unlearning.
+        class_free_rows: classes mode: update the output layer's rows of the forgotten
+            classes without projection (see the module docstring).
         max_backtracks: calibrated step: how many overshooting epochs may be redone with a
             halved scale in the whole run; the next overshoot after that ends the run.
         seed: seeds the shuffling of the forget samples.
@@ -146,6 +159,7 @@ class UnlearnConfig:
     sample_guard_drop: float = 0.05
     class_target_acc: float = 0.01
     class_guard_drop: float = 0.01
+    class_free_rows: bool = True
     max_backtracks: int = 6
     seed: int = 0
 
@@ -230,18 +244,19 @@ def evaluate_sets(
         forget_class_val_acc (validation samples of those classes; NaN if none) and
         other_val_acc (the other validation samples).
     """
-    lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C)
-    lv = predict_logits(model, val, EVAL_BATCH, device)  # (N_v, C)
+    lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C) on the CPU
+    lv = predict_logits(model, val, EVAL_BATCH, device)  # (N_v, C) on the CPU
+    yf, yv = forget.y.cpu(), val.y.cpu()  # the sets may live on the device
     out = {
-        "forget_acc": _accuracy(lf, forget.y),
-        "forget_loss": F.cross_entropy(lf, forget.y).item(),
-        "val_acc": _accuracy(lv, val.y),
-        "val_loss": F.cross_entropy(lv, val.y).item(),
+        "forget_acc": _accuracy(lf, yf),
+        "forget_loss": F.cross_entropy(lf, yf).item(),
+        "val_acc": _accuracy(lv, yv),
+        "val_loss": F.cross_entropy(lv, yv).item(),
     }
     if forget_classes is not None:
-        removed = torch.isin(val.y, torch.tensor(list(forget_classes), dtype=val.y.dtype))
-        out["forget_class_val_acc"] = _accuracy(lv[removed], val.y[removed])
-        out["other_val_acc"] = _accuracy(lv[~removed], val.y[~removed])
+        removed = torch.isin(yv, torch.tensor(list(forget_classes), dtype=yv.dtype))
+        out["forget_class_val_acc"] = _accuracy(lv[removed], yv[removed])
+        out["other_val_acc"] = _accuracy(lv[~removed], yv[~removed])
     return out
 
 
@@ -277,7 +292,7 @@ def _assess(
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def _epoch(
+def descent_epoch(
     model: nn.Module,
     params: list[nn.Parameter],
     bases: Mapping[str, Tensor],
@@ -287,17 +302,20 @@ def _epoch(
     epoch: int,
     device: str | torch.device,
     loss_fn: LossFn | None,
+    free_rows: tuple[nn.Parameter, Tensor] | None = None,
 ) -> float:
     """One shuffled pass of projected descent over the forget set; returns the mean loss.
 
     The shuffle depends only on (config.seed, epoch), so a redone epoch sees the same batches.
+    ``free_rows`` = (weight, row indices): rows whose gradient is applied unprojected. Norms and
+    step sizes stay on the device: no host synchronisation inside the pass.
     """
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(forget), generator=generator)  # (N_f,)
     n_batches = math.ceil(len(forget) / config.batch_size)
     calibrated = config.step == "calibrated"
-    w_norms = [torch.linalg.vector_norm(p.detach()).item() for p in params]
-    total = 0.0
+    w_norms = [torch.linalg.vector_norm(p.detach()).double() for p in params]  # 0-d each
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(forget), config.batch_size):
         idx = order[start : start + config.batch_size]  # (B,)
         x, y = forget.inputs(idx).to(device), forget.y[idx].to(device)
@@ -309,20 +327,37 @@ def _epoch(
         else:
             loss = loss_fn(logits, y, forget.sample_id[idx].to(device))
         loss.backward()
-        raw = [torch.linalg.vector_norm(p.grad).item() for p in params] if calibrated else []
+        kept = free_rows[0].grad[free_rows[1]].clone() if free_rows is not None else None
+        raw = [torch.linalg.vector_norm(p.grad).double() for p in params] if calibrated else []
         project_gradients(model, bases)
+        if kept is not None:
+            free_rows[0].grad[free_rows[1]] = kept
         with torch.no_grad():
             for i, p in enumerate(params):
                 if not calibrated:
                     p.add_(p.grad, alpha=-lr)
                     continue
-                g_norm = torch.linalg.vector_norm(p.grad).item()
-                if g_norm > NULL_GRADIENT * raw[i]:
-                    p.add_(p.grad, alpha=-(lr / n_batches) * w_norms[i] / g_norm)
-        total += loss.item() * y.shape[0]
+                g_norm = torch.linalg.vector_norm(p.grad).double()
+                # (lr / B) * ||W|| / ||P(G)||, or 0 for a gradient that lies in the CGS
+                step = torch.where(
+                    g_norm > NULL_GRADIENT * raw[i],
+                    (lr / n_batches) * w_norms[i] / g_norm,
+                    torch.zeros_like(g_norm),
+                )
+                p.sub_(p.grad * step.to(p.dtype))
+        total += loss.detach().double() * y.shape[0]
     for p in params:
         p.grad = None
-    return total / len(forget)
+    return total.item() / len(forget)
+
+
+def output_layer(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear] | None:
+    """The last tracked ``nn.Linear`` with ``num_classes`` outputs: (name, layer), or None."""
+    found = None
+    for name, layer in tracked_layers(model).items():
+        if isinstance(layer, nn.Linear) and layer.out_features == num_classes:
+            found = (name, layer)
+    return found
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -385,6 +420,15 @@ def unlearn(
     for p, _ in flags:  # autograd only for the weights that move
         p.requires_grad_(id(p) in trainable)
     bases = {name: m.to(device) for name, m in bases.items()}
+    # both sets are small: keep them where the model is (no per-batch host copies)
+    forget, val = forget.to(device), val.to(device)
+    free_rows = None
+    if classes is not None and config.class_free_rows:
+        head = output_layer(model, forget.num_classes)
+        if head is not None and id(head[1].weight) in trainable:
+            rows = torch.tensor(sorted(set(classes)), dtype=torch.long, device=device)
+            free_rows = (head[1].weight, rows)
+            logger.info("classes %s: rows of %s updated without projection", classes, head[0])
     history: list[dict] = []
 
     def snapshot() -> list[Tensor]:
@@ -451,7 +495,9 @@ def unlearn(
     for e in range(config.epochs):
         eta = config.lr(e)
         for attempt in range(config.max_backtracks + 1):
-            loss = _epoch(model, params, bases, forget, config, eta * scale, e, device, loss_fn)
+            loss = descent_epoch(
+                model, params, bases, forget, config, eta * scale, e, device, loss_fn, free_rows
+            )
             m = evaluate_sets(model, forget, val, classes, device)
             status, dist = _assess(m, start, classes is not None, config)
             redo = (
