@@ -290,7 +290,8 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
         lambda: collect_representations(original, forget.batches(w.chunk_size), device=dev), dev
     )
     (bases, summary), t["eigendecomposition"] = timed(
-        lambda: compute_bases(retain_statistics(full, r_forget), w.gamma, device=dev), dev
+        lambda: compute_bases(retain_statistics(full, r_forget, device=dev), w.gamma, device=dev),
+        dev,
     )
     config = UnlearnConfig.from_params(unlearn_params or {})
     result, t["unlearning"] = timed(
@@ -299,7 +300,7 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
     # the same request with float32 eigendecompositions (cgs.eigh_dtype: float32)
     (bases32, summary32), t["eigendecomposition_float32"] = timed(
         lambda: compute_bases(
-            retain_statistics(full, r_forget), w.gamma, device=dev, eigh_dtype="float32"
+            retain_statistics(full, r_forget, device=dev), w.gamma, device=dev, eigh_dtype="float32"
         ),
         dev,
     )

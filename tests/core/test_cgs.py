@@ -142,6 +142,12 @@ def test_retain_statistics_subtracts_and_symmetrises():
         torch.testing.assert_close(retain[name], retain[name].T, atol=0, rtol=0)
     expected = full["a"] - forget["a"]
     torch.testing.assert_close(retain["a"], (expected + expected.T) / 2)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:  # exact IEEE operations: the same bits wherever they run
+        moved = retain_statistics(full, forget, device=device)
+        for name in full:
+            assert moved[name].device.type == device
+            assert torch.equal(moved[name].cpu(), retain[name])
 
 
 def test_retain_statistics_key_and_shape_mismatch():

@@ -39,13 +39,18 @@ NEGATIVE_WARN = 1e-8
 
 
 def retain_statistics(
-    full: Mapping[str, Tensor], forget: Mapping[str, Tensor]
+    full: Mapping[str, Tensor],
+    forget: Mapping[str, Tensor],
+    device: str | torch.device | None = None,
 ) -> dict[str, Tensor]:
     """R_retain = R_full - R_forget per layer, symmetrised, in float64.
 
     Args:
         full: ``{layer: (d, d)}`` over the whole training set.
         forget: ``{layer: (d, d)}`` over the forget set, from the same model version.
+        device: where to compute and return the result (None: where ``full`` is). On a GPU
+            this spares the CPU three passes over every d x d matrix (SmallVGG's head: 0.5 GB);
+            subtraction and halving are exact IEEE operations, so the bytes are the same.
 
     Returns:
         ``{layer: (d, d) float64}`` equal to (A + A^T) / 2 with A = full - forget.
@@ -68,7 +73,8 @@ def retain_statistics(
                 f"layer {name!r}: full shape {tuple(r_full.shape)} != "
                 f"forget shape {tuple(r_forget.shape)}"
             )
-        a = r_full.to(torch.float64) - r_forget.to(torch.float64)  # (d, d)
+        where = r_full.device if device is None else torch.device(device)
+        a = r_full.to(where, torch.float64) - r_forget.to(where, torch.float64)  # (d, d)
         retain[name] = (a + a.T) / 2
     return retain
 

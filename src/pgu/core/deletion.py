@@ -139,7 +139,7 @@ def execute_request(
     compute_start = time.perf_counter()  # the request proper: statistics, bases, unlearning
     # R_forget with the model that produced R_full, so that R_retain is exact (METHOD §2).
     r_forget = collect_representations(stats_model, forget.batches(batch_size), device=device)
-    r_retain = retain_statistics(stats_in.tensors, r_forget)
+    r_retain = retain_statistics(stats_in.tensors, r_forget, device=device)
     del r_forget  # derived from deleted samples only: never persisted
     bases, summary = compute_bases(
         r_retain,
