@@ -30,13 +30,15 @@ each phase against retraining: a markdown table per scenario (mean ± std over s
 reference measurements next to scenario (a), and one JSON line.
 
 The device is ``--device`` (auto: CUDA when present). On CUDA the training data stays on the GPU;
-the forget, val and test sets stay on the CPU and move per batch (``pgu.core.unlearning`` and
-``pgu.core.evaluation`` compare CPU outputs with their labels). Only the framework-free core is
-imported (no Kedro, PyYAML optional), so the script runs where only torch, numpy, pandas,
-scikit-learn, pillow and safetensors are installed.
+the unlearning loop moves its forget and val sets there itself, evaluation moves batches. Work
+runs seed by seed (a seed's original model and statistics serve all of its scenarios), and work
+predicted to end past ``--time-budget`` is skipped and named. ``--variant NAME=JSON`` runs each
+(a) and (c) request again with UnlearnConfig overrides and/or ``eigh_dtype``, reported as
+``pgu:NAME``. Only the framework-free core is imported (no Kedro, PyYAML optional), so the
+script runs where only torch, numpy, pandas, scikit-learn, pillow and safetensors are installed.
 
-    # full size (GPU; ~8 minutes on an H200): 2 seeds like the reference; work that would end
-    # past --time-budget seconds is skipped and named; results.{md,json} and log.txt in --out
+    # full size (GPU; a 40-epoch training takes 40 s on an H200, README has the results);
+    # results.{md,json} and log.txt in --out
     PYTHONPATH=src python3 bench/cifar.py --archive data/01_raw/cifar10-jpg.tar.gz --seeds 2 \\
         --scenarios a,b,c --incremental-gold last --time-budget 450 --out "$OUT"
     # a CPU smoke run (not a fidelity result: 16x16 images, 200 per class, 3 epochs)
@@ -289,20 +291,6 @@ def build_sets(conf: dict, args: argparse.Namespace) -> tuple[dict[str, SampleSe
     return sets, info
 
 
-def on(data: SampleSet, device: torch.device) -> SampleSet:
-    """``data`` with its images and labels on ``device`` (ids stay on the CPU for subsetting)."""
-    if device.type == "cpu":
-        return data
-    return SampleSet(
-        data.x.to(device),
-        data.y.to(device),
-        data.sample_id,
-        data.mean.to(device),
-        data.std.to(device),
-        data.num_classes,
-    )
-
-
 # --- timing and budget ----------------------------------------------------------------------
 
 
@@ -366,7 +354,7 @@ class Bench:
         self.device = resolve_device(args.device)
         self.sets = sets
         self.train = sets["train"]
-        self.train_dev = on(self.train, self.device)
+        self.train_dev = self.train.to(self.device)
         train_params = conf["train"]["recipe"]
         self.recipe_params = dict(train_params, epochs=args.epochs)
         model_params = conf["model"]
@@ -405,7 +393,7 @@ class Bench:
     def fit(self, data: SampleSet, seed: int) -> tuple[nn.Module, float]:
         (model, _), seconds = timed(
             lambda: fit_from_scratch(
-                self.spec, on(data, self.device), self.recipe(seed), device=self.device
+                self.spec, data.to(self.device), self.recipe(seed), device=self.device
             ),
             self.device,
         )
@@ -936,7 +924,7 @@ def warm_up(bench: Bench, train: SampleSet, device: torch.device) -> None:
     """One pass through every phase on 512 samples, so no timing pays for first calls."""
     small = train.take(torch.arange(min(len(train), 512)))
     recipe = TrainRecipe.from_params(dict(bench.recipe_params, epochs=1))
-    model, _ = fit_from_scratch(bench.spec, on(small, device), recipe, device=device)
+    model, _ = fit_from_scratch(bench.spec, small.to(device), recipe, device=device)
     r_small = collect_representations(model, small.batches(64), device=device)
     bases, _ = compute_bases(r_small, bench.gamma, device=device)
     # the unlearning loop's shapes (update batches, stop-check batches) in both modes

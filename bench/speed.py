@@ -126,20 +126,6 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def on(data: SampleSet, device: torch.device) -> SampleSet:
-    """``data`` with its tensors on ``device`` (batches are then normalised there)."""
-    if device.type == "cpu":
-        return data
-    return SampleSet(
-        data.x.to(device),
-        data.y.to(device),
-        data.sample_id,
-        data.mean.to(device),
-        data.std.to(device),
-        data.num_classes,
-    )
-
-
 # --- workloads ------------------------------------------------------------------------------
 
 
@@ -238,7 +224,7 @@ def warm_up(w: Workload) -> None:
     """First calls on a device pay for kernels, handles and allocator growth: not ours."""
     small = w.train.take(torch.arange(min(len(w.train), 2 * w.recipe.batch_size)))
     model, _ = fit_from_scratch(
-        w.spec, on(small, w.device), replace(w.recipe, epochs=1), device=w.device
+        w.spec, small.to(w.device), replace(w.recipe, epochs=1), device=w.device
     )
     collect_representations(model, small.batches(8), device=w.device)
     spectrum(torch.eye(64, dtype=torch.float64, device=w.device))
@@ -274,14 +260,14 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
     warm_up(w)
     t: dict[str, float] = {}
     (original, _), t["train_original"] = timed(
-        lambda: fit_from_scratch(w.spec, on(w.train, dev), w.recipe, device=dev), dev
+        lambda: fit_from_scratch(w.spec, w.train.to(dev), w.recipe, device=dev), dev
     )
     _, t["retrain"] = timed(
-        lambda: fit_from_scratch(w.spec, on(retain, dev), w.recipe, device=dev), dev
+        lambda: fit_from_scratch(w.spec, retain.to(dev), w.recipe, device=dev), dev
     )
     full, t["full_statistics"] = timed(
         lambda: collect_representations_sharded(
-            original, on(w.train, dev), w.chunk_size, device=dev
+            original, w.train.to(dev), w.chunk_size, device=dev
         ),
         dev,
     )
@@ -311,12 +297,12 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
         t["forget_statistics"] + t["eigendecomposition_float32"] + t["unlearning_float32"]
     )
     accs32 = {
-        name: accuracy_and_loss(result32.model, on(s, dev), device=dev)[0]
+        name: accuracy_and_loss(result32.model, s.to(dev), device=dev)[0]
         for name, s in (("forget", forget), ("val", w.val), ("test", w.test))
     }
     accs, t["evaluation"] = timed(
         lambda: {
-            name: accuracy_and_loss(result.model, on(s, dev), device=dev)[0]
+            name: accuracy_and_loss(result.model, s.to(dev), device=dev)[0]
             for name, s in (("forget", forget), ("val", w.val), ("test", w.test))
         },
         dev,

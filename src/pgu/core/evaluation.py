@@ -65,21 +65,23 @@ def evaluate_model(
 ) -> ModelEval:
     """Accuracy, loss, attack and entropy metrics of ``model`` on the request's sets."""
     probs = {name: softmax_outputs(model, sets.get(name), device=device) for name in SETS}
+    labels = {name: sets.get(name).y.cpu() for name in SETS}  # probs are on the CPU
     m: dict[str, float] = {}
     for name in SETS:
-        y = sets.get(name).y
+        y = labels[name]
         m[f"{name}_acc"], m[f"{name}_loss"] = _acc(probs[name], y), _loss(probs[name], y)
     if sets.forget_classes:
-        gone = torch.isin(sets.test.y, torch.tensor(sets.forget_classes))
-        m["test_forget_class_acc"] = _acc(probs["test"][gone], sets.test.y[gone])
-        m["test_other_acc"] = _acc(probs["test"][~gone], sets.test.y[~gone])
+        y_test = labels["test"]
+        gone = torch.isin(y_test, torch.tensor(sets.forget_classes))
+        m["test_forget_class_acc"] = _acc(probs["test"][gone], y_test[gone])
+        m["test_other_acc"] = _acc(probs["test"][~gone], y_test[~gone])
     attack = entropy_attack(
         probs["retain"],
-        sets.retain.y,
+        labels["retain"],
         probs["test"],
-        sets.test.y,
+        labels["test"],
         probs["forget"],
-        sets.forget.y,
+        labels["forget"],
         seed=seed,
     )
     m["mia_member_rate"], m["mia_auc"] = attack["member_rate"], attack["auc"]
