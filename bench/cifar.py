@@ -8,7 +8,7 @@ trained by SGD (momentum 0.9, weight decay 1e-4, batch 256, lr 0.01 -> 0.0005 ex
 crop+flip augmentation. ``--epochs`` defaults to 60, the shortened training of the reference
 measurements in issue 7 (the paper trains 200).
 
-Scenarios (``--scenarios``, any of a, b, c; run for seeds 0 .. N-1):
+Scenarios (``--scenarios``, any of a, b, c; run for ``--seeds`` seeds from ``--first-seed``):
 
 - (a) forget the first ``--forget-per-class`` (100) training images of every class in file order;
   with the source's stable order (sorted paths, train before test) these are the lowest
@@ -941,7 +941,13 @@ def warm_up(bench: Bench, train: SampleSet, device: torch.device) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (to split seeds across runs)",
+    )
     p.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a, b, c")
     p.add_argument(
         "--epochs",
@@ -1106,7 +1112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # seed by seed: a seed's original and statistics serve all of its scenarios, so a run cut
     # short by the time budget has whole seeds rather than one scenario's seeds
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for scenario in args.scenarios:
             if scenario == "b":
                 trainings, requests = bench.trainings_b(seed), bench.requests_b(seed)
@@ -1136,7 +1142,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     header = (
         f"PGU vs retraining on CIFAR-10 ({bench.spec['name']}, input {tuple(info['in_shape'])}), "
         f"{info['sizes']['train']} train / {info['sizes']['val']} val / {info['sizes']['test']} "
-        f"test, {args.epochs} training epochs, seeds 0..{args.seeds - 1}, gamma {bench.gamma}, "
+        f"test, {args.epochs} training epochs, seeds {args.first_seed}.."
+        f"{args.first_seed + args.seeds - 1}, gamma {bench.gamma}, "
         f"{bench.config}, device {env['gpu'] or device}{where}; wall "
         f"{bench.budget.elapsed():.0f}s" + (f"; skipped for time: {skipped}" if skipped else "")
     )
