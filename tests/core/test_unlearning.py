@@ -186,6 +186,24 @@ def test_samples_mode_moves_forget_accuracy_toward_validation(memorised):
         assert {"epoch", "lr", "loss", "forget_acc", "val_acc"} <= set(rec)
 
 
+def test_log_loss_measure_is_the_gap_of_mean_log_losses(memorised):
+    model, forget, val, bases = memorised
+    m = evaluate_sets(model, forget, val)
+    for name, data in (("forget", forget), ("val", val)):
+        per_sample = torch.nn.functional.cross_entropy(
+            model.eval()(data.inputs()), data.y, reduction="none"
+        ).detach()
+        expected = per_sample.clamp_min(1e-8).log().mean().item()
+        assert m[f"{name}_log_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    config = UnlearnConfig(sample_measure="log_loss", sample_tolerance=0.5)
+    result = unlearn(model, bases, forget, val, config)
+    assert result.stop_reason == "target_reached", result.history
+    end = result.history[-1]
+    gap = end["forget_log_loss"] - end["val_log_loss"]
+    assert abs(gap) <= 0.5
+    assert m["forget_log_loss"] - m["val_log_loss"] < -0.5  # it started short of the band
+
+
 def test_too_large_step_is_halved_not_reported_as_done(memorised):
     model, forget, val, bases = memorised
     result = unlearn(model, bases, forget, val, UnlearnConfig(lr_start=5.0, lr_end=5.0))

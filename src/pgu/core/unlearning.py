@@ -37,7 +37,10 @@ overshoot. At most ``max_backtracks`` epochs are redone in a whole run, so a run
   the validation split. With ``sample_measure="loss"`` (default) the gap is
   g = ln(loss(D_f) / loss(V)) of the mean cross-entropies: a continuous version of the
   paper's acc(V) - acc(D_f) that still moves when the original is already ~99% accurate on
-  held-out data and the accuracy gap is one or two samples. With ``"accuracy"`` the gap is
+  held-out data and the accuracy gap is one or two samples. With ``"log_loss"`` it is
+  g = mean ln loss_i(D_f) - mean ln loss_i(V), the gap between the mean per-sample log-losses
+  (the scale a membership attack reads them on: a mean is ruled by the few misclassified
+  samples, a mean of logs by the typical one). With ``"accuracy"`` the gap is
   g = acc(V) - acc(D_f). The target is reached when g >= -``sample_tolerance`` and overshot
   when g > +``sample_tolerance``, or when the validation accuracy falls more than
   ``sample_guard_drop`` below its value before unlearning (the guard: without it a collapsed
@@ -89,7 +92,7 @@ from pgu.core.training import predict_logits
 logger = logging.getLogger(__name__)
 
 STEPS = ("calibrated", "fixed")
-SAMPLE_MEASURES = ("loss", "accuracy")
+SAMPLE_MEASURES = ("loss", "log_loss", "accuracy")
 
 # A projected gradient smaller than this fraction of the raw one is round-off of a gradient
 # that lies in the CGS; normalising it to a full-size step would amplify noise.
@@ -97,6 +100,10 @@ NULL_GRADIENT = 1e-6
 
 # Floor on mean losses before the log-ratio, so a model with a loss of exactly 0 is still valid.
 LOSS_FLOOR = 1e-12
+
+# Floor on per-sample losses before their logarithm (``sample_measure="log_loss"``): a sample
+# predicted with float32 certainty has a loss of exactly 0.
+LOG_LOSS_FLOOR = 1e-8
 
 # Slack on accuracy comparisons, so that e.g. 0.01 computed as 0.010000000000000002 counts.
 ACC_SLACK = 1e-12
@@ -126,9 +133,10 @@ class UnlearnConfig:
         w_entropy: weight of the negative-entropy term.
         batch_size: forget samples per step.
         sample_measure: samples mode: how "the forget set looks like validation" is measured,
-            "loss" (log-ratio of mean cross-entropies) or "accuracy" (acc(V) - acc(D_f)).
+            "loss" (log-ratio of mean cross-entropies), "log_loss" (difference of mean
+            per-sample log cross-entropies) or "accuracy" (acc(V) - acc(D_f)).
         sample_tolerance: samples mode: half-width of the target band around a zero gap, in
-            the unit of ``sample_measure`` (natural-log ratio, or accuracy as a fraction).
+            the unit of ``sample_measure`` (natural logs, or accuracy as a fraction).
         sample_guard_drop: samples mode: how far (a fraction) the validation accuracy may
             fall below its value before unlearning; an epoch that breaks this guard counts as
             an overshoot (a loss-only target would accept a collapsed model whose forget and
@@ -230,6 +238,12 @@ def _accuracy(logits: Tensor, y: Tensor) -> float:
     return (logits.argmax(1) == y).double().mean().item() if len(y) else math.nan
 
 
+def _mean_log_loss(logits: Tensor, y: Tensor) -> float:
+    """Mean over samples of ln(cross-entropy), each loss floored at ``LOG_LOSS_FLOOR``."""
+    losses = F.cross_entropy(logits, y, reduction="none")  # (N,)
+    return losses.clamp_min(LOG_LOSS_FLOOR).log().mean().item() if len(y) else math.nan
+
+
 def evaluate_sets(
     model: nn.Module,
     forget: SampleSet,
@@ -240,9 +254,10 @@ def evaluate_sets(
     """What the stopping rule looks at: accuracy and mean cross-entropy (nats) on both sets.
 
     Returns:
-        forget_acc, forget_loss, val_acc, val_loss and, when ``forget_classes`` is given,
-        forget_class_val_acc (validation samples of those classes; NaN if none) and
-        other_val_acc (the other validation samples).
+        forget_acc, forget_loss, forget_log_loss (mean ln of per-sample losses), val_acc,
+        val_loss, val_log_loss and, when ``forget_classes`` is given, forget_class_val_acc
+        (validation samples of those classes; NaN if none) and other_val_acc (the other
+        validation samples).
     """
     lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C) on the CPU
     lv = predict_logits(model, val, EVAL_BATCH, device)  # (N_v, C) on the CPU
@@ -250,8 +265,10 @@ def evaluate_sets(
     out = {
         "forget_acc": _accuracy(lf, yf),
         "forget_loss": F.cross_entropy(lf, yf).item(),
+        "forget_log_loss": _mean_log_loss(lf, yf),
         "val_acc": _accuracy(lv, yv),
         "val_loss": F.cross_entropy(lv, yv).item(),
+        "val_log_loss": _mean_log_loss(lv, yv),
     }
     if forget_classes is not None:
         removed = torch.isin(yv, torch.tensor(list(forget_classes), dtype=yv.dtype))
@@ -275,6 +292,8 @@ def _assess(
         if config.sample_measure == "loss":
             ratio = max(m["forget_loss"], LOSS_FLOOR) / max(m["val_loss"], LOSS_FLOOR)
             gap = math.log(ratio)
+        elif config.sample_measure == "log_loss":
+            gap = m["forget_log_loss"] - m["val_log_loss"]
         else:
             gap = m["val_acc"] - m["forget_acc"]
         tol = config.sample_tolerance
@@ -395,14 +414,14 @@ def unlearn(
     Returns:
         An :class:`UnlearnResult`. ``history[0]`` describes the original (epoch 0); each
         later record one epoch try: epoch, lr (eta_e * s, the rate actually used), scale (s),
-        loss (mean unlearning loss of the pass), forget_acc, forget_loss, val_acc, val_loss,
-        for classes forget_class_val_acc and other_val_acc, status ("short", "hit", "over")
-        and accepted (False for a try undone by a backtrack). ``stop_reason``:
-        "target_reached"; "target_at_start" (the original already meets the target and is
-        returned); "overshoot" (samples: the band was jumped even at the smallest scale);
-        "guard" (classes: every try at the next epoch broke the guard); "budget_exhausted";
-        "no_trainable_layers" (every layer frozen). All but the first log a WARNING, and any
-        ending that keeps epoch 0 says that the original model is returned unchanged.
+        loss (mean unlearning loss of the pass), the keys of :func:`evaluate_sets`, status
+        ("short", "hit", "over") and accepted (False for a try undone by a backtrack).
+        ``stop_reason``: "target_reached"; "target_at_start" (the original already meets the
+        target and is returned); "overshoot" (samples: the band was jumped even at the
+        smallest scale); "guard" (classes: every try at the next epoch broke the guard);
+        "budget_exhausted"; "no_trainable_layers" (every layer frozen). All but the first
+        log a WARNING, and any ending that keeps epoch 0 says that the original model is
+        returned unchanged.
 
     Raises:
         ValueError: empty forget set or validation split.
