@@ -4,7 +4,8 @@
 # with data/01_raw/cifar10-jpg.tar.gz carried along:
 #
 #   bash bench/gpu_check.sh 1 "$OUT"   # ~7.5 min: bench/speed.py at full size, then
-#                                      # bench/cifar.py seeds 0 and 1, scenarios (a) and (c)
+#                                      # bench/cifar.py seeds 0 and 1, scenarios (a) and (c),
+#                                      # with a row for the opt-in log_loss stopping measure
 #   bash bench/gpu_check.sh 2 "$OUT"   # ~5.5 min: seed 2 of (a) and (c), then (b) for seed 0
 #
 # Training is shortened to 40 epochs (40 s each on an H200), as in README's figures.
@@ -29,10 +30,11 @@ case $part in
     timeout 90 python3 bench/speed.py --workloads cifar --threads 8 >"$out/speed.txt" 2>&1
     echo "speed rc=$?"
     grep -v '^{' "$out/speed.txt" | tail -25
-    cifar ac01 330 --seeds 2 --scenarios a,c
+    cifar ac01 330 --seeds 2 --scenarios a,c --variant 'logloss={"sample_measure": "log_loss"}'
     ;;
 2)
-    cifar ac2 180 --first-seed 2 --seeds 1 --scenarios a,c
+    cifar ac2 180 --first-seed 2 --seeds 1 --scenarios a,c \
+        --variant 'logloss={"sample_measure": "log_loss"}'
     cifar b0 130 --seeds 1 --scenarios b
     ;;
 *)

@@ -12,6 +12,7 @@ from torch import nn
 from pgu.core.models import build_model
 from pgu.core.representation import (
     collect_representations,
+    gram,
     layer_dim,
     layer_rows,
     tracked_layers,
@@ -218,3 +219,14 @@ def test_tracked_layers_order_and_coverage():
     assert list(tracked) == expected
     assert len(tracked) == 21  # 20 convs (incl. 3 downsample) + fc
     assert "layer2.0.downsample.0" in tracked and list(tracked)[-1] == "fc"
+
+
+@pytest.mark.parametrize("d", [5, 64, 129])
+def test_gram_equals_the_full_product(d):
+    g = torch.Generator().manual_seed(d)
+    rows = torch.randn(300, d, generator=g, dtype=torch.float64)
+    p = gram(rows)
+    torch.testing.assert_close(p, rows.T @ rows, rtol=1e-12, atol=1e-10)
+    if d >= 64:  # the off-diagonal blocks are transposes of each other, bit for bit
+        h = d // 2
+        assert torch.equal(p[:h, h:], p[h:, :h].T)

@@ -140,6 +140,31 @@ def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str,
     return {n: tracked[n] for n in names}
 
 
+# Below this width a Gram matrix is computed in one product (splitting saves nothing).
+GRAM_SPLIT_MIN_D = 64
+
+
+def gram(rows: Tensor) -> Tensor:
+    """rows^T rows (d, d) for rows (n, d), with a quarter fewer flops than one GEMM.
+
+    With rows = [A | B] split at h = d // 2, the lower blocks A^T A, B^T A and B^T B are
+    computed and the upper block is the transpose of B^T A (a plain GEMM computes both
+    off-diagonal blocks). Float64 products of float32 inputs are exact, so the result differs
+    from ``rows.T @ rows`` only in the order of float64 additions.
+    """
+    n, d = rows.shape
+    if d < GRAM_SPLIT_MIN_D:
+        return rows.T @ rows
+    h = d // 2
+    a, b = rows[:, :h], rows[:, h:]  # (n, h), (n, d - h)
+    out = torch.empty(d, d, dtype=rows.dtype, device=rows.device)
+    out[:h, :h] = a.T @ a
+    out[h:, :h] = b.T @ a
+    out[h:, h:] = b.T @ b
+    out[:h, h:] = out[h:, :h].T
+    return out
+
+
 @contextmanager
 def _row_products(
     model: nn.Module,
@@ -166,7 +191,7 @@ def _row_products(
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str) -> None:
         rows = layer_rows(module, inputs[0]).to(torch.float64)  # (n_rows, d)
-        p = rows.T @ rows  # (d, d)
+        p = gram(rows)  # (d, d)
         products[name] = products[name] + p if name in products else p
 
     try:
