@@ -22,7 +22,7 @@ from torch import nn
 
 from pgu.core import plots
 from pgu.core.baselines import NEEDS_RETAIN, BaselineContext, run_baseline
-from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace
@@ -174,13 +174,7 @@ def audit_request(
     stats_model = states.load_model(ORIGINAL)
     r_forget = collect_representations(stats_model, sets.forget.batches(256), device=device)
     retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget)
-    bases, _ = compute_bases(
-        retain_stats,
-        cgs_params["gamma"],
-        cgs_params.get("overrides"),
-        device=device,
-        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
-    )
+    bases, _ = bases_from_params(retain_stats, cgs_params, device=device)
     ctx_args = dict(
         forget=sets.forget,
         val=sets.val,

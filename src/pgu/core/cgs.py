@@ -247,6 +247,19 @@ def compute_bases(
     return bases, summary
 
 
+def bases_from_params(
+    retain: Mapping[str, Tensor], params: Mapping, device: str | torch.device | None = None
+) -> tuple[dict[str, Tensor], list[dict]]:
+    """:func:`compute_bases` with the ``cgs`` parameter block (gamma, overrides, eigh_dtype)."""
+    return compute_bases(
+        retain,
+        params["gamma"],
+        params.get("overrides"),
+        device=device,
+        eigh_dtype=params.get("eigh_dtype", "float64"),
+    )
+
+
 def basis_bytes(bases: Mapping[str, Tensor]) -> int:
     """Bytes the stored bases take (their elements; no file header)."""
     return sum(b.numel() * b.element_size() for b in bases.values())

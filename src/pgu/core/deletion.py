@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from pgu.core import plots
-from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -141,13 +141,7 @@ def execute_request(
     r_forget = collect_representations(stats_model, forget.batches(batch_size), device=device)
     r_retain = retain_statistics(stats_in.tensors, r_forget, device=device)
     del r_forget  # derived from deleted samples only: never persisted
-    bases, summary = compute_bases(
-        r_retain,
-        cgs_params["gamma"],
-        cgs_params.get("overrides"),
-        device=device,
-        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
-    )
+    bases, summary = bases_from_params(r_retain, cgs_params, device=device)
 
     classes = list(request.classes) or None
     forget_acc_before = _accuracy(model, forget, device)

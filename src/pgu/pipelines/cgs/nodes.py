@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pgu.core import plots
-from pgu.core.cgs import compute_bases, retain_statistics
+from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
 from pgu.core.deletion import RequestPlan, Workspace, plan_requests
@@ -70,12 +70,6 @@ def preview_bases(
     batches = forget.batches(representation_params["batch_size"])
     r_forget = collect_representations(stats_model, batches, device=device)
     retain = retain_statistics(stats.tensors, r_forget)
-    _, summary = compute_bases(
-        retain,
-        cgs_params["gamma"],
-        cgs_params.get("overrides"),
-        device=device,
-        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
-    )
+    _, summary = bases_from_params(retain, cgs_params, device=device)
     table = pd.DataFrame([{k: v for k, v in s.items() if k != "sigma"} for s in summary])
     return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")
