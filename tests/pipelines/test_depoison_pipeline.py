@@ -91,3 +91,19 @@ def test_depoison_tag_reruns_to_the_same_bytes(project, tmp_path):
     # the poison half was not rerun either: its files were not even rewritten
     model = clone.path / MODELS / "poisoned.safetensors"
     assert model.stat().st_mtime == (project.path / MODELS / "poisoned.safetensors").stat().st_mtime
+
+
+def test_statistics_of_another_model_are_refused_and_nothing_changes(project, tmp_path):
+    from pgu.datasets import TensorBundleDataset
+
+    clone = project.clone(tmp_path / "c")
+    stats_file = TensorBundleDataset(
+        filepath=str(clone.path / MODELS / "poisoned_train_stats.safetensors")
+    )
+    bundle = stats_file.load()
+    bundle.meta["stats_model_sha256"] = "0" * 64  # as if collected with another model
+    stats_file.save(bundle)
+    before = clone.files()
+    with pytest.raises(Exception, match="another model"):
+        run_tags(clone, "depoison", ["depoison"], SHORT)
+    assert clone.files() == before

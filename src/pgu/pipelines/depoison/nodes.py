@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from pgu.core.checkpoint import TensorBundle, model_hash, model_spec
+from pgu.core.cgs import retain_statistics
+from pgu.core.checkpoint import CheckpointError, TensorBundle, model_hash, model_spec
 from pgu.core.data import SampleSet, split_set
 from pgu.core.depoisoning import (
     DepoisonConfig,
@@ -25,7 +26,7 @@ from pgu.core.depoisoning import (
     gap_recovered,
 )
 from pgu.core.poisoning import flip_labels, poisoned_copy, poisoned_ids, poisoned_samples
-from pgu.core.representation import collect_representations
+from pgu.core.representation import collect_representations, collect_representations_sharded
 from pgu.core.training import TrainRecipe, fit_from_scratch, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,26 @@ def train_clean_model(
     return _fit(clean, model_params, train_params, threads, "clean")
 
 
+def collect_training_statistics(
+    model: nn.Module, samples: TensorBundle, index: pd.DataFrame, params: dict
+) -> TensorBundle:
+    """R_full of the poisoned model over its whole train split, kept from training time.
+
+    What the ``representation`` pipeline stores for the original model: the statistics a
+    deployed model has before anyone knows which of its labels were wrong. De-poisoning later
+    subtracts the poisoned samples' share (METHOD section 2) instead of reading the clean ones.
+    """
+    train = split_set(SampleSet.from_tensors(samples.tensors), index, "train")
+    with _cpu_threads(params.get("cpu_threads")):
+        stats = collect_representations_sharded(
+            model, train, chunk_size=params["batch_size"], device=resolve_device(params["device"])
+        )
+    return TensorBundle(stats, {"stats_model_sha256": model_hash(model), "n_samples": len(train)})
+
+
 def depoison_poisoned_model(
     model: nn.Module,
+    stats: TensorBundle,
     samples: TensorBundle,
     index: pd.DataFrame,
     scenario: pd.DataFrame,
@@ -139,10 +158,14 @@ def depoison_poisoned_model(
 ) -> tuple[nn.Module, dict]:
     """Bases from the clean samples' statistics, then the de-poisoning loop.
 
-    The representation matrices of the clean training samples (train minus the poisoned
-    ids), collected with the poisoned model, give the bases; they stay in memory. The loop
-    reads only the poisoned samples (wrong labels) and val; the test, clean-train and
-    true-label accuracies of every epoch are observed for the report only.
+    The clean samples' representation matrices are R_full - R_poisoned: the training-time
+    statistics ``stats`` minus those of the poisoned samples, collected now with the same
+    (poisoned) model; they give the bases and stay in memory. The loop reads only the poisoned
+    samples (wrong labels) and val; the test, clean-train and true-label accuracies of every
+    epoch are observed for the report only.
+
+    Raises:
+        CheckpointError: ``stats`` were collected with another model than ``model``.
 
     Returns:
         (de-poisoned model with S folded in, run record: stop reason, epochs, layers, history).
@@ -152,10 +175,21 @@ def depoison_poisoned_model(
     config = DepoisonConfig.from_params(params.get("config") or {})
     tr_layer = config.trust_region_name(model)
     report = {k: sets[k] for k in SETS}
+    if stats.meta.get("stats_model_sha256") != model_hash(model):
+        raise CheckpointError(
+            "the training-time statistics were collected with another model than the poisoned "
+            "one, so R_full - R_poisoned would be inexact: rerun `kedro run --pipeline depoison "
+            "--tags poison`"
+        )
     start = time.perf_counter()
     with _cpu_threads(params.get("cpu_threads")):
-        batches = sets["clean_train"].batches(params["batch_size"])
-        r_clean = collect_representations(model, batches, device=device)
+        batches = sets["poisoned_wrong"].batches(params["batch_size"])  # labels play no part
+        r_poisoned = collect_representations(model, batches, device=device)
+        # in the model's layer order (the file holds them sorted by name), for the report
+        r_clean = retain_statistics(
+            {name: stats.tensors[name] for name in r_poisoned}, r_poisoned, device=device
+        )
+        del r_poisoned
         cgs = params["cgs"]
         bases, summary = depoison_bases(r_clean, cgs["gamma"], cgs.get("overrides"), tr_layer)
         del r_clean

@@ -1,13 +1,15 @@
 """Wiring of the ``depoison`` pipeline.
 
-Two tags split it where DVC does (one stage each): ``poison`` draws the scenario and trains the
-poisoned and the clean reference model; ``depoison`` de-poisons and reports. ``kedro run
---pipeline depoison`` runs both; ``--tags depoison`` reruns only the second half.
+Two tags split it where DVC does (one stage each): ``poison`` draws the scenario, trains the
+poisoned and the clean reference model and stores the poisoned model's training statistics (as
+the ``representation`` pipeline does for the original); ``depoison`` de-poisons and reports.
+``kedro run --pipeline depoison`` runs both; ``--tags depoison`` reruns only the second half.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from pgu.pipelines.depoison.nodes import (
+    collect_training_statistics,
     depoison_poisoned_model,
     draw_scenario,
     evaluate_models,
@@ -52,9 +54,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["poison"],
             ),
             Node(
+                collect_training_statistics,
+                ["poisoned_model", "samples", "sample_index", "params:depoison"],
+                "poisoned_model_stats",
+                name="collect_training_statistics",
+                tags=["poison"],
+            ),
+            Node(
                 depoison_poisoned_model,
                 [
                     "poisoned_model",
+                    "poisoned_model_stats",
                     "samples",
                     "sample_index",
                     "depoison_scenario",
