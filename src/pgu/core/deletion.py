@@ -35,7 +35,6 @@ from pgu.core.ledger import append_row
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
 from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
-from pgu.core.training import accuracy_and_loss
 from pgu.core.unlearning import UnlearnConfig, unlearn
 
 logger = logging.getLogger(__name__)
@@ -95,10 +94,6 @@ def plan_requests(
     return plans
 
 
-def _accuracy(model: torch.nn.Module, data: SampleSet, device: torch.device) -> float:
-    return accuracy_and_loss(model, data, device=device)[0] if len(data) else float("nan")
-
-
 def execute_request(
     plan: RequestPlan,
     store: StateStore,
@@ -144,13 +139,13 @@ def execute_request(
     bases, summary = bases_from_params(r_retain, cgs_params, device=device)
 
     classes = list(request.classes) or None
-    forget_acc_before = _accuracy(model, forget, device)
-    val_acc_before = _accuracy(model, val, device)
     result = unlearn(model, bases, forget, val, config, forget_classes=classes, device=device)
     compute_seconds = time.perf_counter() - compute_start
     out_model = result.model.cpu().eval()
-    forget_acc_after = _accuracy(out_model, forget, device)
-    val_acc_after = _accuracy(out_model, val, device)
+    # the loop evaluated both sets before it started and after every epoch it kept
+    before, kept = result.history[0], result.kept_record()
+    forget_acc_before, val_acc_before = before["forget_acc"], before["val_acc"]
+    forget_acc_after, val_acc_after = kept["forget_acc"], kept["val_acc"]
 
     stats_meta = {
         "stats_model_sha256": stats_model_sha,

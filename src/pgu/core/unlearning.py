@@ -229,6 +229,12 @@ class UnlearnResult:
     kept_epoch: int
     lr_scale: float
 
+    def kept_record(self) -> dict:
+        """The history record of the kept weights: their forget and val metrics."""
+        return next(
+            r for r in reversed(self.history) if r["epoch"] == self.kept_epoch and r["accepted"]
+        )
+
 
 # --- evaluation and the stopping rule -------------------------------------------------------
 
