@@ -69,12 +69,12 @@ from torch import nn
 
 from pgu.core.cgs import compute_bases, retain_statistics
 from pgu.core.checkpoint import model_spec
-from pgu.core.data import SampleSet, normalisation_stats, split_set
+from pgu.core.data import SampleSet, indexed_samples, split_set
 from pgu.core.evaluation import EvalSets, ModelEval, evaluate_model
 from pgu.core.metrics import entropy_attack, js_divergence, tug_of_war
 from pgu.core.representation import collect_representations
 from pgu.core.sources import load_source
-from pgu.core.splits import sample_index, stratified_split
+from pgu.core.splits import split_index
 from pgu.core.training import TrainRecipe, accuracy_and_loss, fit_from_scratch, resolve_device
 from pgu.core.unlearning import UnlearnConfig, unlearn
 
@@ -257,20 +257,8 @@ def build_sets(conf: dict, args: argparse.Namespace) -> tuple[dict[str, SampleSe
     start = time.perf_counter()
     raw = load_source(params["source"], root, **options)
     decode_s = time.perf_counter() - start
-    split = params["split"]
-    assignment = stratified_split(
-        raw.y,
-        raw.origin,
-        split["fractions"],
-        seed=split["seed"],
-        use_source_test=split.get("use_source_test", False),
-    )
-    index = sample_index(raw.keys, raw.y, assignment)
-    x = torch.from_numpy(np.ascontiguousarray(raw.x))  # (N, 3, H, W) uint8
-    train_mask = torch.from_numpy((index["split"] == "train").to_numpy(copy=True))
-    mean, std = normalisation_stats(x[train_mask])
-    ids = torch.from_numpy(index["sample_id"].to_numpy(dtype=np.int64, copy=True))
-    data = SampleSet(x, torch.from_numpy(raw.y), ids, mean, std, len(raw.classes))
+    index = split_index(raw.y, raw.origin, raw.keys, params["split"])
+    data = indexed_samples(raw.x, raw.y, index, len(raw.classes))
     sets = {s: split_set(data, index, s) for s in ("train", "val", "test")}
     if args.train_per_class:
         sets["train"] = sets["train"].with_ids(first_of(sets["train"], args.train_per_class))
@@ -282,8 +270,8 @@ def build_sets(conf: dict, args: argparse.Namespace) -> tuple[dict[str, SampleSe
         "classes": list(raw.classes),
         "in_shape": list(data.in_shape),
         "sizes": {s: len(v) for s, v in sets.items()},
-        "mean": mean.tolist(),
-        "std": std.tolist(),
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
         "decode_s": decode_s,
         "first_train_keys": [raw.keys[int(i)] for i in sets["train"].sample_id[:2]],
     }

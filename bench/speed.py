@@ -49,11 +49,11 @@ from torch import Tensor
 
 from pgu.core.cgs import basis_bytes, compute_bases, retain_statistics, spectrum
 from pgu.core.checkpoint import model_spec
-from pgu.core.data import SampleSet, normalisation_stats, split_set
+from pgu.core.data import SampleSet, indexed_samples, normalisation_stats, split_set
 from pgu.core.projection import projected_parameters
 from pgu.core.representation import collect_representations, collect_representations_sharded
 from pgu.core.sources import load_source
-from pgu.core.splits import sample_index, stratified_split
+from pgu.core.splits import split_index
 from pgu.core.training import (
     TrainRecipe,
     accuracy_and_loss,
@@ -154,14 +154,8 @@ def digits_workload(forget_fraction: float, seed: int) -> Workload:
     """The project's digits setting, on the CPU; forget a seeded random part of train."""
     conf = _conf()
     raw = load_source("digits")
-    split = conf["split"]
-    assignment = stratified_split(raw.y, raw.origin, split["fractions"], seed=split["seed"])
-    index = sample_index(raw.keys, raw.y, assignment)
-    x = torch.from_numpy(np.ascontiguousarray(raw.x))
-    train_mask = torch.tensor((index["split"] == "train").to_numpy())
-    mean, std = normalisation_stats(x[train_mask])
-    ids = torch.from_numpy(index["sample_id"].to_numpy(dtype=np.int64))
-    data = SampleSet(x, torch.from_numpy(raw.y), ids, mean, std, len(raw.classes))
+    index = split_index(raw.y, raw.origin, raw.keys, conf["split"])
+    data = indexed_samples(raw.x, raw.y, index, len(raw.classes))
     train, val, test = (split_set(data, index, s) for s in ("train", "val", "test"))
     rng = np.random.default_rng(seed)
     n_forget = round(forget_fraction * len(train))

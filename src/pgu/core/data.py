@@ -136,6 +136,30 @@ def normalisation_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean.float(), std.float()
 
 
+def indexed_samples(
+    x: np.ndarray, y: np.ndarray, index: pd.DataFrame, num_classes: int
+) -> SampleSet:
+    """Every sample with its index-table id, normalised by the train split's statistics.
+
+    Args:
+        x: (N, ...) samples in the source's order (uint8 images or float features).
+        y: (N,) labels.
+        index: the sample index table in the same order (``sample_id``, ``split``).
+        num_classes: number of classes of the task.
+    """
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    train_mask = torch.from_numpy((index["split"] == "train").to_numpy(copy=True))
+    mean, std = normalisation_stats(xt[train_mask])
+    return SampleSet(
+        x=xt,
+        y=torch.from_numpy(y.astype(np.int64)),
+        sample_id=torch.from_numpy(index["sample_id"].to_numpy(dtype=np.int64, copy=True)),
+        mean=mean,
+        std=std,
+        num_classes=num_classes,
+    )
+
+
 def split_ids(index: pd.DataFrame, split: str) -> np.ndarray:
     """Sample ids of one split ("train", "val" or "test") of the sample index table, sorted."""
     if split not in set(index["split"].unique()) | {"train", "val", "test"}:

@@ -220,3 +220,26 @@ def _class_counts(n: int, fractions: Mapping[str, float], remainder: str) -> dic
         counts[worst] -= 1
         counts[remainder] += 1
     return counts
+
+
+def split_index(
+    y: np.ndarray, origin: Sequence[str], keys: Sequence[str], split: Mapping
+) -> pd.DataFrame:
+    """The sample index table of a source's samples under a ``data.split`` parameter block.
+
+    Args:
+        y: (N,) labels; origin: (N,) the source's own split of each sample; keys: (N,) stable
+            sample keys (``RawData.y``, ``.origin``, ``.keys``).
+        split: ``fractions``, ``seed`` and optionally ``use_source_test``.
+
+    Returns:
+        ``sample_id, key, label, split`` as from :func:`sample_index`.
+    """
+    assignment = stratified_split(
+        y,
+        origin,
+        split["fractions"],
+        seed=split["seed"],
+        use_source_test=split.get("use_source_test", False),
+    )
+    return sample_index(keys, y, assignment)
