@@ -326,6 +326,28 @@ def test_image_folder_corrupt_image(tmp_path: Path) -> None:
         load_source("image_folder", root=tmp_path, path="pets")
 
 
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_decode_images_chunks_keep_order_and_name_the_bad_file(
+    tmp_path: Path, chunk: int
+) -> None:
+    """Chunked decoding gives the one-by-one result in file order, for any chunk size, and a
+    size mismatch in a later chunk names that chunk's file."""
+    from pgu.core.sources import _decode_images
+
+    files = [tmp_path / f"{i:02d}.png" for i in range(7)]
+    for i, file in enumerate(files):
+        _png(file, 10 + i)
+    one_by_one = np.stack([_decode_images([f], "RGB", None, 1, tmp_path) for f in files])
+    chunked = _decode_images(files, "RGB", None, 3, tmp_path, chunk=chunk)
+    np.testing.assert_array_equal(chunked, one_by_one[:, 0])
+    assert chunked[:, 0, 0, 0].tolist() == [10 + i for i in range(7)]
+
+    Image.new("RGB", (5, 4)).save(files[5])  # 4x5 instead of 4x4
+    with pytest.raises(DataSourceError, match=r"differ in size: .*00\.png is 4x4 but .*05\.png"):
+        _decode_images(files, "RGB", None, 3, tmp_path, chunk=chunk)
+
+
 # --------------------------------------------------------------------------------------------
 # csv
 
