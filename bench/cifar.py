@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -68,12 +69,19 @@ import torch
 from torch import nn
 
 from pgu.core.cgs import compute_bases, retain_statistics
-from pgu.core.checkpoint import model_spec
+from pgu.core.checkpoint import (
+    load_tensors,
+    model_from_bytes,
+    model_spec,
+    model_to_bytes,
+    save_tensors,
+    tensors_from_bytes,
+)
 from pgu.core.data import SampleSet, indexed_samples, split_set
 from pgu.core.evaluation import EvalSets, ModelEval, evaluate_model
 from pgu.core.metrics import entropy_attack, js_divergence, tug_of_war
 from pgu.core.representation import collect_representations
-from pgu.core.sources import load_source
+from pgu.core.sources import RawData, load_source
 from pgu.core.splits import split_index
 from pgu.core.training import TrainRecipe, accuracy_and_loss, fit_from_scratch, resolve_device
 from pgu.core.unlearning import UnlearnConfig, unlearn
@@ -240,7 +248,74 @@ def extract_archive(archive: Path, root: Path) -> None:
             tar.extractall(root)
 
 
-def build_sets(conf: dict, args: argparse.Namespace) -> tuple[dict[str, SampleSet], dict]:
+class StateDir:
+    """``--state-dir``: decoded images, trained models and R_full kept on disk (safetensors).
+
+    A later run with the same data, recipe and seeds loads them instead of decoding and
+    training, and repeats only the requests and their evaluation. Its request times are then
+    measured on an otherwise idle device (runs that share one GPU, as ``bench/gpu_check.sh``'s
+    first part does, time each other's work too). Entries are named by a hash of everything
+    they depend on, so a changed recipe or data option never loads a stale entry.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder) if folder else None
+
+    def path(self, kind: str, key: dict) -> Path | None:
+        if self.folder is None:
+            return None
+        text = json.dumps(key, sort_keys=True, default=str)
+        return self.folder / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.safetensors"
+
+    def load(self, kind: str, key: dict) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self.path(kind, key)
+        if path is None or not path.is_file():
+            return None
+        logger.info("state dir: loading %s", path)
+        return load_tensors(path)
+
+    def save(self, kind: str, key: dict, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        path = self.path(kind, key)
+        if path is not None:
+            save_tensors(path, tensors, meta)
+
+    def load_model(self, key: dict) -> tuple[nn.Module, float] | None:
+        path = self.path("model", key)
+        if path is None or not path.is_file():
+            return None
+        logger.info("state dir: loading %s", path)
+        data = path.read_bytes()
+        return model_from_bytes(data, str(path)), float(tensors_from_bytes(data)[1]["train_s"])
+
+    def save_model(self, key: dict, model: nn.Module, seconds: float) -> None:
+        path = self.path("model", key)
+        if path is not None:
+            tensors, meta = tensors_from_bytes(model_to_bytes(model))
+            save_tensors(path, tensors, dict(meta, train_s=seconds))
+
+
+def cached_source(name: str, root: Path, options: dict, state: StateDir) -> RawData:
+    """``load_source`` through the state dir (the decoded images, labels, keys and origins)."""
+    key = {"source": name, "root": str(root), "options": dict(options, workers=None)}
+    hit = state.load("source", key)
+    if hit is not None:
+        tensors, meta = hit
+        return RawData(
+            x=tensors["x"].numpy(),
+            y=tensors["y"].numpy(),
+            keys=meta["keys"],
+            origin=np.asarray(meta["origin"]),
+            classes=meta["classes"],
+        )
+    raw = load_source(name, root, **options)
+    meta = {"keys": list(raw.keys), "origin": raw.origin.tolist(), "classes": list(raw.classes)}
+    state.save("source", key, {"x": torch.from_numpy(raw.x), "y": torch.from_numpy(raw.y)}, meta)
+    return raw
+
+
+def build_sets(
+    conf: dict, args: argparse.Namespace, state: StateDir
+) -> tuple[dict[str, SampleSet], dict]:
     """Train, val and test SampleSets on the CPU, as the data pipeline builds them, then subset.
 
     Normalisation statistics come from the whole train split of the source (what the data
@@ -255,7 +330,7 @@ def build_sets(conf: dict, args: argparse.Namespace) -> tuple[dict[str, SampleSe
     if not (folder / "train").is_dir() and args.archive:
         extract_archive(Path(args.archive), root)
     start = time.perf_counter()
-    raw = load_source(params["source"], root, **options)
+    raw = cached_source(params["source"], root, options, state)
     decode_s = time.perf_counter() - start
     index = split_index(raw.y, raw.origin, raw.keys, params["split"])
     data = indexed_samples(raw.x, raw.y, index, len(raw.classes))
@@ -336,7 +411,12 @@ class Bench:
     """Per-seed originals and statistics, cached gold standards and requests, and evaluation."""
 
     def __init__(
-        self, args: argparse.Namespace, conf: dict, sets: dict[str, SampleSet], budget: Budget
+        self,
+        args: argparse.Namespace,
+        conf: dict,
+        sets: dict[str, SampleSet],
+        budget: Budget,
+        state: StateDir,
     ) -> None:
         self.args = args
         self.device = resolve_device(args.device)
@@ -369,6 +449,8 @@ class Bench:
                 dtype,
             )
         self.budget = budget
+        self.state = state
+        self.from_state_dir = False  # a model came from --state-dir: its times are an earlier run's
         self._seed_state: dict[int, dict] = {}
         self._gold: dict[tuple[int, bytes], tuple[nn.Module, float]] = {}
         self._requests: dict[tuple[int, bytes], dict] = {}
@@ -378,7 +460,24 @@ class Bench:
     def recipe(self, seed: int) -> TrainRecipe:
         return TrainRecipe.from_params(dict(self.recipe_params, seed=seed))
 
+    def model_key(self, data: SampleSet, seed: int) -> dict:
+        """What a trained model depends on: architecture, recipe, seed and its training ids."""
+        ids = np.ascontiguousarray(data.sample_id.cpu().numpy())
+        return {
+            "spec": self.spec,
+            "recipe": self.recipe_params,
+            "seed": seed,
+            "ids": hashlib.sha256(ids.tobytes()).hexdigest(),
+            "mean": data.mean.tolist(),
+            "std": data.std.tolist(),
+        }
+
     def fit(self, data: SampleSet, seed: int) -> tuple[nn.Module, float]:
+        key = self.model_key(data, seed)
+        hit = self.state.load_model(key)
+        if hit is not None:  # trained by an earlier run: its measured seconds come along
+            self.from_state_dir = True
+            return hit
         # cuDNN autotuning pays off over a training's fixed batch shapes; requests run without
         # it, as the pipelines do (it would re-tune for every new forget-set size)
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
@@ -392,6 +491,7 @@ class Bench:
         finally:
             torch.backends.cudnn.benchmark = False
         self.budget.train_s.append(seconds)
+        self.state.save_model(key, model, seconds)
         return model, seconds
 
     def seed_state(self, seed: int) -> dict:
@@ -399,12 +499,19 @@ class Bench:
         if seed not in self._seed_state:
             logger.info("seed %d: training the original on %d samples", seed, len(self.train))
             original, train_s = self.fit(self.train_dev, seed)
-            r_full, full_s = timed(
-                lambda: collect_representations(
-                    original, self.train_dev.batches(self.batch_size), device=self.device
-                ),
-                self.device,
-            )
+            key = dict(self.model_key(self.train_dev, seed), batch_size=self.batch_size)
+            hit = self.state.load("r_full", key)
+            if hit is not None:
+                r_full = hit[0]  # on the CPU, as collect_representations returns it
+                full_s = float(hit[1]["full_stats_s"])
+            else:
+                r_full, full_s = timed(
+                    lambda: collect_representations(
+                        original, self.train_dev.batches(self.batch_size), device=self.device
+                    ),
+                    self.device,
+                )
+                self.state.save("r_full", key, r_full, {"full_stats_s": full_s})
             logger.info("seed %d: original %.1fs, R_full %.1fs", seed, train_s, full_s)
             self._seed_state[seed] = {
                 "original": original,
@@ -413,6 +520,10 @@ class Bench:
                 "full_stats_s": full_s,
             }
         return self._seed_state[seed]
+
+    def variants_for(self, scenario: str) -> list[str]:
+        """The ``--variant`` names run in ``scenario`` (``--variant-scenarios``)."""
+        return list(self.variants) if scenario in self.args.variant_scenarios else []
 
     def has_seed(self, seed: int) -> bool:
         return seed in self._seed_state
@@ -500,7 +611,7 @@ class Bench:
             "layers": [f"{s['layer']} k={s['k']}/{s['d']}" for s in summary],
             "reused": False,
         }
-        if chain == "0" and classes is None and variant is None:
+        if chain == "0" and classes is None:
             # scenario (a) is step 1 of (b): keep it
             self._requests[key] = {k: v for k, v in out.items() if k != "reused"}
         logger.info(
@@ -587,7 +698,7 @@ class Bench:
             name: self.request(
                 seed, state["original"], state["r_full"], forget_ids, classes, "0", name
             )
-            for name in self.variants
+            for name in self.variants_for(scenario)
         }
         models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
         rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
@@ -603,10 +714,16 @@ class Bench:
         return record
 
     def incremental(self, seed: int, on_step: Callable[[dict], None]) -> list[dict]:
-        """Scenario (b): ``--increments`` requests of ``--forget-per-class`` per class in turn."""
+        """Scenario (b): ``--increments`` requests of ``--forget-per-class`` per class in turn.
+
+        Each variant runs its own chain of requests (each step starts from the variant's
+        previous model); R_forget comes from the original model, so every chain shares R_retain.
+        """
         state = self.seed_state(seed)
         n, steps = self.args.forget_per_class, self.args.increments
-        model, r_prev = state["original"], state["r_full"]
+        names = [None, *self.variants_for("b")]
+        current = dict.fromkeys(names, state["original"])
+        r_prev = state["r_full"]
         forgotten = np.empty(0, dtype=np.int64)
         chain = "0"  # step 1 starts from the original, exactly like scenario (a)
         records = []
@@ -615,25 +732,41 @@ class Bench:
             forgotten = np.union1d(forgotten, step_ids)
             cached = self.has_gold(seed, forgotten)
             with_gold = cached or self.args.incremental_gold == "all" or k == steps
-            if not self.budget.allows(int(with_gold and not cached), 1):
+            if not self.budget.allows(int(with_gold and not cached), len(names)):
                 logger.warning("seed %d (b) step %d: skipped, the time budget is spent", seed, k)
                 break
-            req = self.request(seed, model, r_prev, step_ids, None, chain)
-            models = {"original": state["original"], "pgu": req["model"]}
+            reqs = {
+                name: self.request(seed, current[name], r_prev, step_ids, None, chain, name)
+                for name in names
+            }
+            req = reqs[None]
+            label = {name: "pgu" if name is None else f"pgu:{name}" for name in names}
+            models = {"original": state["original"]}
+            models.update({label[name]: r["model"] for name, r in reqs.items()})
             retrain_s, gold_reused = math.nan, False
             if with_gold:
                 models["retrained"], retrain_s, gold_reused = self.gold(seed, forgotten)
             rows = self.evaluate(models, self.eval_sets(forgotten), seed)
-            # accuracy of the step's model on this step's own request
-            rows["pgu"]["request_acc"] = accuracy_and_loss(
-                req["model"], self.train.with_ids(step_ids), device=self.device
-            )[0]
+            step_set = self.train.with_ids(step_ids)
+            for name, r in reqs.items():
+                # accuracy of the step's model on this step's own request
+                rows[label[name]]["request_acc"] = accuracy_and_loss(
+                    r["model"], step_set, device=self.device
+                )[0]
             record = self._record(
                 "b", seed, k, step_ids, forgotten, rows, req, retrain_s, gold_reused, state
             )
+            record["variants"] = {}
+            for name in names[1:]:
+                rows[label[name]]["time_s"] = reqs[name]["request_s"]
+                record["variants"][name] = {
+                    key: reqs[name][key]
+                    for key in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
+                }
             records.append(record)
             on_step(record)
-            model, r_prev, chain = req["model"], req["r_retain"], f"{chain}>{k}"
+            current = {name: r["model"] for name, r in reqs.items()}
+            r_prev, chain = req["r_retain"], f"{chain}>{k}"
         return records
 
     def _record(
@@ -677,6 +810,8 @@ class Bench:
                 "request_over_paper_retrain": req["request_s"]
                 / (ref_s * PAPER_EPOCHS / self.args.epochs),
             },
+            # True: training and R_full times are those of the run that filled --state-dir
+            "times_from_state_dir": self.from_state_dir,
             "unlearn": {
                 k: req[k] for k in ("stop_reason", "epochs_run", "kept_epoch", "lr_scale", "tries")
             },
@@ -1019,6 +1154,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="(a), (c): also run each request with these UnlearnConfig overrides (and/or "
         '"eigh_dtype"), reported as pgu:NAME; repeatable. E.g. f32=\'{"eigh_dtype": "float32"}\'',
     )
+    p.add_argument(
+        "--variant-scenarios",
+        default="a,b,c",
+        help="the scenarios in which --variant requests run (default: all)",
+    )
+    p.add_argument(
+        "--state-dir",
+        default="",
+        help="folder that keeps decoded images, trained models and R_full between runs: a "
+        "second run loads them and repeats only requests and evaluation (times the requests "
+        "on an idle device)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="run nothing: one report from the results.json of several runs (e.g. one seed "
+        "each), written to --out",
+    )
     p.add_argument("--out", default="", help="folder for results.md, results.json and log.txt")
     p.add_argument("--verbose", action="store_true", help="log the core's INFO messages too")
     args = p.parse_args(argv)
@@ -1027,6 +1182,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown or not scenarios:
         p.error(f"unknown scenarios {unknown}; choose from a, b, c")
     args.scenarios = [s for s in SCENARIOS if s in scenarios]
+    args.variant_scenarios = [s.strip() for s in args.variant_scenarios.split(",") if s.strip()]
+    if set(args.variant_scenarios) - set(SCENARIOS):
+        p.error(f"--variant-scenarios {args.variant_scenarios}: choose from a, b, c")
     variants = []
     for text in args.variant:
         name, sep, body = text.partition("=")
@@ -1041,9 +1199,107 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def describe(
+    args: argparse.Namespace,
+    info: dict,
+    env: dict,
+    model: str,
+    gamma: float,
+    config: str,
+    wall_s: float,
+    skipped: list[str],
+) -> str:
+    """The report's first line: data, recipe, seeds, parameters, device and wall time."""
+    seeds = sorted(
+        set(
+            getattr(args, "seed_list", None) or range(args.first_seed, args.first_seed + args.seeds)
+        )
+    )
+    where = "" if env["device"].startswith("cuda") else " (CPU: a smoke run, not a fidelity result)"
+    return (
+        f"PGU vs retraining on CIFAR-10 ({model}, input {tuple(info['in_shape'])}), "
+        f"{info['sizes']['train']} train / {info['sizes']['val']} val / {info['sizes']['test']} "
+        f"test, {args.epochs} training epochs, seeds {', '.join(map(str, seeds))}, gamma {gamma}, "
+        f"{config}, device {env['gpu'] or env['device']}{where}; wall {wall_s:.0f}s"
+        + (f"; skipped for time: {skipped}" if skipped else "")
+    )
+
+
+def merge(paths: Sequence[str], out: Path | None) -> str:
+    """One report from the results.json of several runs of the same settings (e.g. one seed
+    each, run side by side on one GPU); written to ``out`` when given."""
+    payloads = [json.loads(Path(path).read_text()) for path in paths]
+    first = payloads[0]
+    same = (
+        "epochs",
+        "forget_per_class",
+        "increments",
+        "forget_class",
+        "train_per_class",
+        "eval_per_class",
+        "image_size",
+        "unlearn",
+        "variant",
+        "incremental_gold",
+    )
+    for path, payload in zip(paths, payloads, strict=True):
+        differ = [k for k in same if payload["args"].get(k) != first["args"].get(k)]
+        if differ or payload["config"] != first["config"] or payload["gamma"] != first["gamma"]:
+            raise SystemExit(
+                f"--merge: {path} was run with other settings than {paths[0]} "
+                f"({differ or 'unlearning config or gamma'}); merge runs of one setting only"
+            )
+    runs = [r for payload in payloads for r in payload["runs"]]
+    keys = [(r["scenario"], r["seed"], r["step"]) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(
+            "--merge: two runs hold the same scenario, seed and step; merge runs of different seeds"
+        )
+    runs.sort(key=lambda r: (r["scenario"], r["seed"], r["step"]))
+    args = argparse.Namespace(**first["args"])
+    args.scenarios = [s for s in SCENARIOS if any(s in p["args"]["scenarios"] for p in payloads)]
+    args.seed_list = sorted({r["seed"] for r in runs})
+    skipped = [item for payload in payloads for item in payload["skipped"]]
+    text, summaries = report(runs, args, first["data"])
+    header = (
+        describe(
+            args,
+            first["data"],
+            first["env"],
+            first["model"],
+            first["gamma"],
+            first["config"],
+            max(p["wall_s"] for p in payloads),
+            skipped,
+        )
+        + f" (merged from {len(paths)} runs; wall = the longest)"
+    )
+    text = header + "\n\n" + text
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(text + "\n")
+        merged = {
+            "merged_from": list(paths),
+            "args": vars(args),
+            "env": first["env"],
+            "data": first["data"],
+            "model": first["model"],
+            "gamma": first["gamma"],
+            "config": first["config"],
+            "summary": summaries,
+            "runs": runs,
+            "skipped": skipped,
+        }
+        (out / "results.json").write_text(json.dumps(merged, indent=1, default=float))
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
+    if args.merge:
+        print(merge(args.merge, Path(args.out) if args.out else None))
+        return
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1069,8 +1325,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.info("environment: %s", env)
 
     conf = load_conf()
-    sets, info = build_sets(conf, args)
-    bench = Bench(args, conf, sets, Budget(args.time_budget, start))
+    state = StateDir(args.state_dir)
+    sets, info = build_sets(conf, args, state)
+    bench = Bench(args, conf, sets, Budget(args.time_budget, start), state)
     if device.type == "cuda":  # kernels, cuDNN autotuning and allocator growth: not timed
         warm_up(bench, sets["train"], device)
     runs: list[dict] = []
@@ -1083,6 +1340,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "args": vars(args),
                 "env": env,
                 "data": info,
+                "model": bench.spec["name"],
+                "gamma": bench.gamma,
+                "config": repr(bench.config),
+                "wall_s": bench.budget.elapsed(),
                 "runs": runs,
                 "skipped": skipped,
             }
@@ -1106,10 +1367,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     # short by the time budget has whole seeds rather than one scenario's seeds
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for scenario in args.scenarios:
+            runs_per_request = 1 + len(bench.variants_for(scenario))
             if scenario == "b":
-                trainings, requests = bench.trainings_b(seed), bench.requests_b(seed)
+                trainings = bench.trainings_b(seed)
+                requests = bench.requests_b(seed) * runs_per_request
             else:
-                trainings, requests = int(not bench.has_seed(seed)) + 1, 1
+                trainings, requests = int(not bench.has_seed(seed)) + 1, runs_per_request
             if not bench.budget.allows(trainings, requests):
                 msg = f"({scenario}) seed {seed}"
                 logger.warning(
@@ -1124,20 +1387,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                 continue
             bench.budget.begin()
             if scenario == "b":
-                bench.budget.end(len(bench.incremental(seed, add)))
+                bench.budget.end(len(bench.incremental(seed, add)) * runs_per_request)
             else:
                 add(bench.single(scenario, seed))
-                bench.budget.end(1)
+                bench.budget.end(runs_per_request)
 
     text, summaries = report(runs, args, info)
-    where = "" if device.type == "cuda" else " (CPU: a smoke run, not a fidelity result)"
-    header = (
-        f"PGU vs retraining on CIFAR-10 ({bench.spec['name']}, input {tuple(info['in_shape'])}), "
-        f"{info['sizes']['train']} train / {info['sizes']['val']} val / {info['sizes']['test']} "
-        f"test, {args.epochs} training epochs, seeds {args.first_seed}.."
-        f"{args.first_seed + args.seeds - 1}, gamma {bench.gamma}, "
-        f"{bench.config}, device {env['gpu'] or device}{where}; wall "
-        f"{bench.budget.elapsed():.0f}s" + (f"; skipped for time: {skipped}" if skipped else "")
+    header = describe(
+        args,
+        info,
+        env,
+        bench.spec["name"],
+        bench.gamma,
+        repr(bench.config),
+        bench.budget.elapsed(),
+        skipped,
     )
     text = header + "\n\n" + text
     print(text)
