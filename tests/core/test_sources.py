@@ -326,11 +326,8 @@ def test_image_folder_corrupt_image(tmp_path: Path) -> None:
         load_source("image_folder", root=tmp_path, path="pets")
 
 
-
 @pytest.mark.parametrize("chunk", [1, 2, 4])
-def test_decode_images_chunks_keep_order_and_name_the_bad_file(
-    tmp_path: Path, chunk: int
-) -> None:
+def test_decode_images_chunks_keep_order_and_name_the_bad_file(tmp_path: Path, chunk: int) -> None:
     """Chunked decoding gives the one-by-one result in file order, for any chunk size, and a
     size mismatch in a later chunk names that chunk's file."""
     from pgu.core.sources import _decode_images

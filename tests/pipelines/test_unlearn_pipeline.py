@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import KedroProject
 
 from pgu.core.checkpoint import TensorBundle, load_tensors, sha256_file
@@ -50,6 +51,13 @@ def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(proje
         (project.path / "data/08_reporting/requests/req-0002/metrics.json").read_text()
     )
     assert metrics["forget_acc_after"] <= 0.05 < metrics["forget_acc_before"]
+    # The report records the settings the request ran with, as the ledger records gamma.
+    params = metrics["parameters"]
+    assert params["cgs"]["gamma"] == ledger.loc[1, "gamma"]
+    conf = yaml.safe_load((project.path / "conf/base/parameters_unlearn.yml").read_text())
+    assert UnlearnConfig.from_params(params["unlearn"]) == UnlearnConfig.from_params(
+        conf["unlearn"]["config"]
+    )
     # Stored retain statistics = full − both forget sets; nothing else derived from them is kept.
     files = sorted(p.name for p in (states / "req-0002").iterdir())
     assert files == ["bases.safetensors", "model.safetensors", "retain_stats.safetensors"]

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -176,6 +176,12 @@ def execute_request(
         "val_acc_after": val_acc_after,
         "layers": layer_table,
         "history": result.history,
+        # what a replay needs besides the files the ledger hashes: the settings of this run
+        "parameters": {
+            "cgs": cgs_params,
+            "unlearn": asdict(config),
+            "representation_batch_size": batch_size,
+        },
     }
     atomic_write_bytes(report_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
     curve = plots.unlearning_curve(result.history, request.id)
