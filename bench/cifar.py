@@ -735,6 +735,7 @@ class Bench:
             if not self.budget.allows(int(with_gold and not cached), len(names)):
                 logger.warning("seed %d (b) step %d: skipped, the time budget is spent", seed, k)
                 break
+            self.budget.begin()  # each step is a unit: the next step's estimate uses its cost
             reqs = {
                 name: self.request(seed, current[name], r_prev, step_ids, None, chain, name)
                 for name in names
@@ -764,6 +765,7 @@ class Bench:
                     for key in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
                 }
             records.append(record)
+            self.budget.end(len(names))
             on_step(record)
             current = {name: r["model"] for name, r in reqs.items()}
             r_prev, chain = req["r_retain"], f"{chain}>{k}"
@@ -1385,10 +1387,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
                 skipped.append(msg)
                 continue
-            bench.budget.begin()
             if scenario == "b":
-                bench.budget.end(len(bench.incremental(seed, add)) * runs_per_request)
+                bench.incremental(seed, add)  # measures each of its steps itself
             else:
+                bench.budget.begin()
                 add(bench.single(scenario, seed))
                 bench.budget.end(runs_per_request)
 
