@@ -33,8 +33,10 @@ The device is ``--device`` (auto: CUDA when present). On CUDA the training data 
 the unlearning loop moves its forget and val sets there itself, evaluation moves batches. Work
 runs seed by seed (a seed's original model and statistics serve all of its scenarios), and work
 predicted to end past ``--time-budget`` is skipped and named. ``--variant NAME=JSON`` runs each
-(a) and (c) request again with UnlearnConfig overrides and/or ``eigh_dtype``, reported as
-``pgu:NAME``. Only the framework-free core is imported (no Kedro, PyYAML optional), so the
+request again (in the scenarios of ``--variant-scenarios``; in (b) as a chain of its own) with
+UnlearnConfig overrides and/or ``eigh_dtype``, reported as ``pgu:NAME``. ``--state-dir`` keeps
+decoded images, models and R_full for a later run; ``--merge`` joins per-seed runs' results.
+Only the framework-free core is imported (no Kedro, PyYAML optional), so the
 script runs where only torch, numpy, pandas, scikit-learn, pillow and safetensors are installed.
 
     # full size (GPU; a 40-epoch training takes 40 s on an H200, README has the results);
@@ -253,9 +255,9 @@ class StateDir:
 
     A later run with the same data, recipe and seeds loads them instead of decoding and
     training, and repeats only the requests and their evaluation. Its request times are then
-    measured on an otherwise idle device (runs that share one GPU, as ``bench/gpu_check.sh``'s
-    first part does, time each other's work too). Entries are named by a hash of everything
-    they depend on, so a changed recipe or data option never loads a stale entry.
+    measured on an otherwise idle device (runs that share one GPU time each other's work too).
+    Entries are named by a hash of everything they depend on, so a changed recipe or data
+    option never loads a stale entry.
     """
 
     def __init__(self, folder: str) -> None:
@@ -267,12 +269,17 @@ class StateDir:
         text = json.dumps(key, sort_keys=True, default=str)
         return self.folder / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.safetensors"
 
-    def load(self, kind: str, key: dict) -> tuple[dict[str, torch.Tensor], dict] | None:
+    def existing(self, kind: str, key: dict) -> Path | None:
+        """The entry's file when it is there (logged), else None."""
         path = self.path(kind, key)
         if path is None or not path.is_file():
             return None
         logger.info("state dir: loading %s", path)
-        return load_tensors(path)
+        return path
+
+    def load(self, kind: str, key: dict) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self.existing(kind, key)
+        return None if path is None else load_tensors(path)
 
     def save(self, kind: str, key: dict, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         path = self.path(kind, key)
@@ -280,10 +287,9 @@ class StateDir:
             save_tensors(path, tensors, meta)
 
     def load_model(self, key: dict) -> tuple[nn.Module, float] | None:
-        path = self.path("model", key)
-        if path is None or not path.is_file():
+        path = self.existing("model", key)
+        if path is None:
             return None
-        logger.info("state dir: loading %s", path)
         data = path.read_bytes()
         return model_from_bytes(data, str(path)), float(tensors_from_bytes(data)[1]["train_s"])
 
@@ -1153,7 +1159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=JSON",
-        help="(a), (c): also run each request with these UnlearnConfig overrides (and/or "
+        help="also run each request with these UnlearnConfig overrides (and/or "
         '"eigh_dtype"), reported as pgu:NAME; repeatable. E.g. f32=\'{"eigh_dtype": "float32"}\'',
     )
     p.add_argument(
