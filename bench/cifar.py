@@ -600,7 +600,17 @@ class Bench:
 
         (r_retain, bases, summary), bases_s = timed(retain_and_bases, dev)
         result, unlearn_s = timed(
-            lambda: unlearn(start, bases, forget, val, config, classes, device=dev), dev
+            lambda: unlearn(
+                start,
+                bases,
+                forget,
+                val,
+                config,
+                classes,
+                device=dev,
+                original=None if start is original else original,
+            ),
+            dev,
         )
         out = {
             "model": result.model.cpu().eval(),

@@ -10,6 +10,7 @@ import copy
 import io
 import logging
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from pgu.core.models import build_model
 from pgu.core.projection import project_gradients
 from pgu.core.representation import collect_representations, layer_dim, tracked_layers
 from pgu.core.training import TrainRecipe, accuracy_and_loss, train_model
-from pgu.core.unlearning import UnlearnConfig, evaluate_sets, unlearn
+from pgu.core.unlearning import UnlearnConfig, evaluate_sets, unlearn, validation_metrics
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -178,7 +179,10 @@ def test_samples_mode_moves_forget_accuracy_toward_validation(memorised):
     assert result.kept_epoch == end["epoch"] >= 1
     assert end["forget_acc"] < start["forget_acc"]
     assert abs(end["forget_acc"] - end["val_acc"]) < abs(start["forget_acc"] - start["val_acc"])
-    assert abs(math.log(end["forget_loss"] / end["val_loss"])) <= UnlearnConfig().sample_tolerance
+    # the gap reads the reference's val loss: with no original given, the start model's
+    ref_loss = result.history[0]["ref_val_loss"]
+    assert ref_loss == start["val_loss"]
+    assert abs(math.log(end["forget_loss"] / ref_loss)) <= UnlearnConfig().sample_tolerance
     # the kept model is the one the last record describes
     assert result.kept_record() is end
     acc, _ = accuracy_and_loss(result.model, forget)
@@ -196,7 +200,8 @@ def test_log_loss_measure_is_the_gap_of_mean_log_losses(memorised):
         ).detach()
         expected = per_sample.clamp_min(1e-8).log().mean().item()
         assert m[f"{name}_log_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    config = UnlearnConfig(sample_measure="log_loss", sample_tolerance=0.5)
+    # "current": the held-out side moves with the model (this toy's val loss rises fast)
+    config = UnlearnConfig(sample_measure="log_loss", sample_tolerance=0.5, reference="current")
     result = unlearn(model, bases, forget, val, config)
     assert result.stop_reason == "target_reached", result.history
     end = result.history[-1]
@@ -285,7 +290,7 @@ def test_returning_the_original_is_explicit_and_warns(memorised, caplog):
     assert result.stop_reason == "target_at_start"
     assert result.kept_epoch == 0 and result.epochs_run == 0
     assert state_bytes(result.model) == state_bytes(model)
-    assert any("ORIGINAL" in r.getMessage() for r in caplog.records)
+    assert any("NOTHING was unlearned" in r.getMessage() for r in caplog.records)
 
     # M = I (k = d) everywhere: every layer frozen
     frozen = {name: torch.eye(layer_dim(layer)) for name, layer in tracked_layers(model).items()}
@@ -293,7 +298,7 @@ def test_returning_the_original_is_explicit_and_warns(memorised, caplog):
     with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
         result = unlearn(model, frozen, val.take(torch.arange(5)), val, UnlearnConfig())
     assert result.stop_reason == "no_trainable_layers" and result.kept_epoch == 0
-    assert any("ORIGINAL" in r.getMessage() for r in caplog.records)
+    assert any("NOTHING was unlearned" in r.getMessage() for r in caplog.records)
 
 
 def test_same_seed_gives_identical_bytes(conv_case):
@@ -367,3 +372,61 @@ def test_samples_mode_guard_refuses_a_collapsed_model(memorised):
     assert result.stop_reason == "guard"
     kept_val, _ = accuracy_and_loss(result.model, val)
     assert kept_val >= start["val_acc"] - config.sample_guard_drop
+
+
+def damaged(model: nn.Module, val: SampleSet, drop: float) -> nn.Module:
+    """A copy of ``model`` whose validation accuracy is more than ``drop`` below its own:
+    as after earlier requests that did damage. Seeded noise, grown until it is."""
+    before = validation_metrics(model, val)["val_acc"]
+    g = torch.Generator().manual_seed(1)
+    noise = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    for scale in (0.1, 0.2, 0.3, 0.5, 0.8, 1.2):
+        out = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in out.named_parameters():
+                p.add_(noise[n] * scale * p.abs().mean())
+        if before - validation_metrics(out, val)["val_acc"] > drop:
+            return out
+    raise AssertionError("noise did not damage the model enough")
+
+
+def test_a_chain_guard_counts_from_the_original(memorised):
+    """A later request's guard compares with the original's validation accuracy: damage done
+    by earlier requests counts against it, and a start already beyond it stops at once."""
+    model, forget, val, bases = memorised
+    config = UnlearnConfig()
+    start = damaged(model, val, config.sample_guard_drop)
+    ref = validation_metrics(model, val)
+    result = unlearn(start, bases, forget, val, config, original=model)
+    assert {k: result.history[0][f"ref_{k}"] for k in ref} == ref
+    assert result.stop_reason == "guard_at_start" and result.kept_epoch == 0
+    assert result.epochs_run == 0 and len(result.history) == 1
+    assert state_bytes(result.model) == state_bytes(start)
+    # reference="current" guards each request against its own start only: it unlearns
+    alone = unlearn(start, bases, forget, val, replace(config, reference="current"), original=model)
+    assert alone.kept_epoch >= 1
+
+
+@pytest.mark.parametrize(
+    ("measure", "forget", "current_gap"),
+    [("loss", 0.4, math.log(0.4 / 0.5)), ("log_loss", -1.0, -0.3), ("accuracy", 0.84, -0.04)],
+)
+def test_the_target_reads_the_references_validation_metrics(measure, forget, current_gap):
+    """The original (ref) has val loss 0.4 / log-loss -1.0 / acc 0.84; the model, after
+    earlier requests, 0.5 / -0.7 / 0.80. A forget set at the original's held-out level meets
+    the target; with "current" it is still short of the drifted val metric, and the request
+    would go on forgetting."""
+    from pgu.core.unlearning import _assess
+
+    key = {"loss": "forget_loss", "log_loss": "forget_log_loss", "accuracy": "forget_acc"}[measure]
+    ref = {"val_acc": 0.84, "val_loss": 0.4, "val_log_loss": -1.0}
+    start = {"val_acc": 0.80, "val_loss": 0.5, "val_log_loss": -0.7}
+    m = {**start, key: forget}
+    config = UnlearnConfig(sample_measure=measure, sample_tolerance=0.02, sample_guard_drop=0.05)
+    assert _assess(m, start, ref, False, config) == ("hit", pytest.approx(0.0, abs=1e-12))
+    current = replace(config, reference="current")
+    assert _assess(m, start, ref, False, current) == ("short", pytest.approx(abs(current_gap)))
+    # the guard counts from the original: 4 points are already spent, 5 allowed in all
+    worse = {**m, "val_acc": 0.785}
+    assert _assess(worse, start, ref, False, config)[0] == "over"
+    assert _assess(worse, start, ref, False, current)[0] != "over"

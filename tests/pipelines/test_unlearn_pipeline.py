@@ -51,6 +51,13 @@ def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(proje
         (project.path / "data/08_reporting/requests/req-0002/metrics.json").read_text()
     )
     assert metrics["forget_acc_after"] <= 0.05 < metrics["forget_acc_before"]
+    # The second request's target and guard read the original's val metrics, not its start's.
+    first = json.loads(
+        (project.path / "data/08_reporting/requests/req-0001/metrics.json").read_text()
+    )
+    assert first["history"][0]["ref_val_acc"] == first["history"][0]["val_acc"]
+    assert metrics["history"][0]["ref_val_acc"] == first["history"][0]["val_acc"]
+    assert metrics["history"][0]["ref_val_loss"] == first["history"][0]["val_loss"]
     # The report records the settings the request ran with, as the ledger records gamma.
     params = metrics["parameters"]
     assert params["cgs"]["gamma"] == ledger.loc[1, "gamma"]

@@ -183,6 +183,7 @@ def audit_request(
         forget_classes=list(classes) or None,
         device=device,
         finetune_recipe=TrainRecipe.from_params(params["finetune_recipe"]),
+        original=None if plan.after == ORIGINAL else stats_model,  # as execute_request
     )
     for name in params.get("baselines") or []:
         ctx = BaselineContext(retain=sets.retain if name in NEEDS_RETAIN else None, **ctx_args)

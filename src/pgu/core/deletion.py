@@ -139,7 +139,12 @@ def execute_request(
     bases, summary = bases_from_params(r_retain, cgs_params, device=device)
 
     classes = list(request.classes) or None
-    result = unlearn(model, bases, forget, val, config, forget_classes=classes, device=device)
+    # the target and the guards read the original's val metrics (a later request's model has
+    # drifted); a request on the original itself needs no second evaluation
+    original = None if plan.after == ORIGINAL else stats_model
+    result = unlearn(
+        model, bases, forget, val, config, forget_classes=classes, device=device, original=original
+    )
     compute_seconds = time.perf_counter() - compute_start
     out_model = result.model.cpu().eval()
     # the loop evaluated both sets before it started and after every epoch it kept

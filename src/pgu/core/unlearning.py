@@ -34,21 +34,34 @@ overshoot. At most ``max_backtracks`` epochs are redone in a whole run, so a run
 
 - *samples* (``forget_classes`` None, random-sample removal): a model retrained without the
   forget samples treats them like held-out data, so the target is a forget set that looks like
-  the validation split. With ``sample_measure="loss"`` (default) the gap is
-  g = ln(loss(D_f) / loss(V)) of the mean cross-entropies: a continuous version of the
-  paper's acc(V) - acc(D_f) that still moves when the original is already ~99% accurate on
-  held-out data and the accuracy gap is one or two samples. With ``"log_loss"`` it is
+  the validation split (V's metrics are the reference's, below). With
+  ``sample_measure="loss"`` (default) the gap is g = ln(loss(D_f) / loss(V)) of the mean
+  cross-entropies: a continuous version of the paper's acc(V) - acc(D_f) that still moves
+  when the original is already ~99% accurate on held-out data and the accuracy gap is one or
+  two samples. With ``"log_loss"`` it is
   g = mean ln loss_i(D_f) - mean ln loss_i(V), the gap between the mean per-sample log-losses
   (the scale a membership attack reads them on: a mean is ruled by the few misclassified
   samples, a mean of logs by the typical one). With ``"accuracy"`` the gap is
   g = acc(V) - acc(D_f). The target is reached when g >= -``sample_tolerance`` and overshot
   when g > +``sample_tolerance``, or when the validation accuracy falls more than
-  ``sample_guard_drop`` below its value before unlearning (the guard: without it a collapsed
-  model, equally bad on forget and val, would meet a loss-only target).
+  ``sample_guard_drop`` below the reference's (the guard: without it a collapsed model,
+  equally bad on forget and val, would meet a loss-only target).
 - *classes* (``forget_classes`` given): reached when the accuracy on the forget samples and
   on the validation samples of the forgotten classes are both <= ``class_target_acc``. An
   epoch after which the validation accuracy on the other classes is more than
-  ``class_guard_drop`` below its value before unlearning breaks the guard: an overshoot.
+  ``class_guard_drop`` below the reference's breaks the guard: an overshoot.
+
+*Reference* (``reference``, default "original"). The validation metrics that the samples gap
+and both guards read are fixed for the run: the original model's, which the loop is given when a
+request starts from an earlier request's model, else the start model's before its first epoch.
+A model retrained without the forget samples treats them like held-out data, and its held-out
+loss and accuracy are about the original's, whatever was deleted before. The current model's
+move with the damage unlearning does: a target read from them asks for more forgetting the
+more damage is done, so damage feeds itself, most of all over a chain of requests, and a guard
+relative to each request's start would allow ``sample_guard_drop`` per request instead of in
+all. A request whose start model already breaks a guard stops at once ("guard_at_start"):
+only retraining can repair that. ``"current"`` is the loop's earlier rule: the gap reads each
+epoch's own validation metrics, the guards the start model's.
 
 **Forgotten classes' output rows** (classes mode, ``class_free_rows``, default on). The rows
 of the output layer (the last ``nn.Linear`` with one output per class) that belong to the
@@ -93,6 +106,7 @@ logger = logging.getLogger(__name__)
 
 STEPS = ("calibrated", "fixed")
 SAMPLE_MEASURES = ("loss", "log_loss", "accuracy")
+REFERENCES = ("original", "current")
 
 # A projected gradient smaller than this fraction of the raw one is round-off of a gradient
 # that lies in the CGS; normalising it to a full-size step would amplify noise.
@@ -112,7 +126,14 @@ ACC_SLACK = 1e-12
 EVAL_BATCH = 512
 
 # Reasons that mean the target was not reached; they are logged as warnings.
-MISSED = ("target_at_start", "overshoot", "guard", "budget_exhausted", "no_trainable_layers")
+MISSED = (
+    "target_at_start",
+    "guard_at_start",
+    "overshoot",
+    "guard",
+    "budget_exhausted",
+    "no_trainable_layers",
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +168,10 @@ class UnlearnConfig:
             other classes may fall below its value before unlearning.
         class_free_rows: classes mode: update the output layer's rows of the forgotten
             classes without projection (see the module docstring).
+        reference: which validation metrics the target and the guards read. "original":
+            fixed ones, the original model's (given to :func:`unlearn`; else the start
+            model's, before its first epoch). "current": the gap reads each epoch's own
+            validation metrics and the guards the start model's (the rule before v0.5).
         max_backtracks: calibrated step: how many overshooting epochs may be redone with a
             halved scale in the whole run; the next overshoot after that ends the run.
         seed: seeds the shuffling of the forget samples.
@@ -168,6 +193,7 @@ class UnlearnConfig:
     class_target_acc: float = 0.01
     class_guard_drop: float = 0.01
     class_free_rows: bool = True
+    reference: str = "original"
     max_backtracks: int = 6
     seed: int = 0
 
@@ -182,6 +208,8 @@ class UnlearnConfig:
             raise ValueError(
                 f"sample_measure must be one of {SAMPLE_MEASURES}, got {self.sample_measure!r}"
             )
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if (
@@ -250,28 +278,22 @@ def _mean_log_loss(logits: Tensor, y: Tensor) -> float:
     return losses.clamp_min(LOG_LOSS_FLOOR).log().mean().item() if len(y) else math.nan
 
 
-def evaluate_sets(
+def validation_metrics(
     model: nn.Module,
-    forget: SampleSet,
     val: SampleSet,
     forget_classes: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """What the stopping rule looks at: accuracy and mean cross-entropy (nats) on both sets.
+    """Accuracy, mean cross-entropy (nats) and mean log cross-entropy on the validation split.
 
     Returns:
-        forget_acc, forget_loss, forget_log_loss (mean ln of per-sample losses), val_acc,
-        val_loss, val_log_loss and, when ``forget_classes`` is given, forget_class_val_acc
-        (validation samples of those classes; NaN if none) and other_val_acc (the other
-        validation samples).
+        val_acc, val_loss, val_log_loss and, when ``forget_classes`` is given,
+        forget_class_val_acc (validation samples of those classes; NaN if none) and
+        other_val_acc (the other validation samples).
     """
-    lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C) on the CPU
     lv = predict_logits(model, val, EVAL_BATCH, device)  # (N_v, C) on the CPU
-    yf, yv = forget.y.cpu(), val.y.cpu()  # the sets may live on the device
+    yv = val.y.cpu()  # the set may live on the device
     out = {
-        "forget_acc": _accuracy(lf, yf),
-        "forget_loss": F.cross_entropy(lf, yf).item(),
-        "forget_log_loss": _mean_log_loss(lf, yf),
         "val_acc": _accuracy(lv, yv),
         "val_loss": F.cross_entropy(lv, yv).item(),
         "val_log_loss": _mean_log_loss(lv, yv),
@@ -283,28 +305,61 @@ def evaluate_sets(
     return out
 
 
+def evaluate_sets(
+    model: nn.Module,
+    forget: SampleSet,
+    val: SampleSet,
+    forget_classes: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """What the stopping rule looks at: accuracy and mean cross-entropy (nats) on both sets.
+
+    Returns:
+        forget_acc, forget_loss, forget_log_loss (mean ln of per-sample losses) and the keys
+        of :func:`validation_metrics`.
+    """
+    lf = predict_logits(model, forget, EVAL_BATCH, device)  # (N_f, C) on the CPU
+    yf = forget.y.cpu()
+    return {
+        "forget_acc": _accuracy(lf, yf),
+        "forget_loss": F.cross_entropy(lf, yf).item(),
+        "forget_log_loss": _mean_log_loss(lf, yf),
+        **validation_metrics(model, val, forget_classes, device),
+    }
+
+
 def _assess(
-    m: Mapping[str, float], start: Mapping[str, float], classes: bool, config: UnlearnConfig
+    m: Mapping[str, float],
+    start: Mapping[str, float],
+    ref: Mapping[str, float],
+    classes: bool,
+    config: UnlearnConfig,
 ) -> tuple[str, float]:
     """Classify an evaluated epoch: "short" of the target, "hit" or "over"(shot).
+
+    ``start`` and ``ref`` hold the validation metrics of the model the run started from and of
+    the reference (the original model; the start model on a request from it).
 
     Returns:
         (status, distance): distance >= 0 ranks epochs by closeness to the target (samples:
         |gap|; classes: the larger of the two forget-class accuracies).
     """
+    fixed = config.reference == "original"
+    base = ref if fixed else start  # what the guards compare with
+    held_out = ref if fixed else m  # the held-out side of the samples gap
     if not classes:
-        if start["val_acc"] - m["val_acc"] > config.sample_guard_drop + ACC_SLACK:
+        if base["val_acc"] - m["val_acc"] > config.sample_guard_drop + ACC_SLACK:
             return "over", math.inf  # the guard: held-out accuracy must not collapse
         if config.sample_measure == "loss":
-            ratio = max(m["forget_loss"], LOSS_FLOOR) / max(m["val_loss"], LOSS_FLOOR)
+            ratio = max(m["forget_loss"], LOSS_FLOOR) / max(held_out["val_loss"], LOSS_FLOOR)
             gap = math.log(ratio)
         elif config.sample_measure == "log_loss":
-            gap = m["forget_log_loss"] - m["val_log_loss"]
+            gap = m["forget_log_loss"] - held_out["val_log_loss"]
         else:
-            gap = m["val_acc"] - m["forget_acc"]
+            gap = held_out["val_acc"] - m["forget_acc"]
         tol = config.sample_tolerance
         return ("short" if gap < -tol else "over" if gap > tol else "hit"), abs(gap)
-    if start["other_val_acc"] - m["other_val_acc"] > config.class_guard_drop + ACC_SLACK:
+    if base["other_val_acc"] - m["other_val_acc"] > config.class_guard_drop + ACC_SLACK:
         return "over", math.inf
     val_acc = m["forget_class_val_acc"]
     dist = max(m["forget_acc"], 0.0 if math.isnan(val_acc) else val_acc)
@@ -398,6 +453,7 @@ def unlearn(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[dict], None] | None = None,
     loss_fn: LossFn | None = None,
+    original: nn.Module | None = None,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from a copy of ``model`` by projected gradient descent.
 
@@ -416,17 +472,23 @@ def unlearn(
         loss_fn: replaces PGU's ``unlearning_loss`` (config.delta / w_* then unused); called
             as ``loss_fn(logits (B, C), y (B,), sample_id (B,))``. For baselines and
             ablations that reuse this loop's step and stopping rule.
+        original: with ``config.reference="original"``, the original model when ``model``
+            is an earlier request's result: its validation metrics are the reference of the
+            target and the guards (evaluated once, on the validation split only). None:
+            ``model``'s before the first epoch.
 
     Returns:
-        An :class:`UnlearnResult`. ``history[0]`` describes the original (epoch 0); each
-        later record one epoch try: epoch, lr (eta_e * s, the rate actually used), scale (s),
-        loss (mean unlearning loss of the pass), the keys of :func:`evaluate_sets`, status
-        ("short", "hit", "over") and accepted (False for a try undone by a backtrack).
-        ``stop_reason``: "target_reached"; "target_at_start" (the original already meets the
-        target and is returned); "overshoot" (samples: the band was jumped even at the
-        smallest scale); "guard" (classes: every try at the next epoch broke the guard);
-        "budget_exhausted"; "no_trainable_layers" (every layer frozen). All but the first
-        log a WARNING, and any ending that keeps epoch 0 says that the original model is
+        An :class:`UnlearnResult`. ``history[0]`` describes the start model (epoch 0), with
+        the reference validation metrics as ``ref_<key>``; each later record one epoch try:
+        epoch, lr (eta_e * s, the rate actually used), scale (s), loss (mean unlearning loss
+        of the pass), the keys of :func:`evaluate_sets`, status ("short", "hit", "over") and
+        accepted (False for a try undone by a backtrack). ``stop_reason``: "target_reached";
+        "target_at_start" (the start model already meets the target and is returned);
+        "guard_at_start" (the start model already breaks a guard against the original:
+        earlier requests did too much damage, retrain); "overshoot" (samples: the band was
+        jumped even at the smallest scale); "guard" (every try at the next epoch broke the
+        guard); "budget_exhausted"; "no_trainable_layers" (every layer frozen). All but the
+        first log a WARNING, and any ending that keeps epoch 0 says that the input model is
         returned unchanged.
 
     Raises:
@@ -474,7 +536,7 @@ def unlearn(
                 p.copy_(w)
         for p, flag in flags:
             p.requires_grad_(flag)
-        note = "; the ORIGINAL model is returned unchanged" if kept == 0 else ""
+        note = "; the INPUT model is returned unchanged: NOTHING was unlearned" if kept == 0 else ""
         level = logging.WARNING if reason in MISSED or kept == 0 else logging.INFO
         logger.log(
             level,
@@ -488,7 +550,11 @@ def unlearn(
         return UnlearnResult(model, history, reason, run, kept, scale)
 
     start = evaluate_sets(model, forget, val, classes, device)
-    status, dist = _assess(start, start, classes is not None, config)
+    # the validation metrics the target and the guards read (validation_metrics' keys)
+    ref = {k: v for k, v in start.items() if k.startswith("val_") or k.endswith("_val_acc")}
+    if original is not None and config.reference == "original":
+        ref = validation_metrics(original, val, classes, device)
+    status, dist = _assess(start, start, ref, classes is not None, config)
     record(
         {
             "epoch": 0,
@@ -496,22 +562,38 @@ def unlearn(
             "scale": 1.0,
             "loss": math.nan,
             **start,
+            **{f"ref_{k}": v for k, v in ref.items()},
             "status": status,
             "accepted": True,
         }
     )
     logger.info(
-        "unlearning %d samples (%s mode, %s); start: %s",
+        "unlearning %d samples (%s mode, %s); start: %s; reference (%s): %s",
         len(forget),
         mode,
         asdict(config),
         _fmt(start),
+        "current epoch"
+        if config.reference == "current"
+        else "original model"
+        if original is not None
+        else "start model",
+        _fmt(ref),
     )
     scale = 1.0
     if not params:
         return finish("no_trainable_layers", 0, [], 0)
     if status == "hit":
         return finish("target_at_start", 0, snapshot(), 0)
+    if math.isinf(dist):  # earlier requests already spent the guard: any epoch would break it
+        logger.warning(
+            "the model this request starts from is already below the guard (validation "
+            "accuracy %s vs the reference's %s): the chain of requests has drifted too far "
+            "for projected unlearning; retrain on the retain data",
+            _fmt({k: start[k] for k in ("val_acc", "other_val_acc") if k in start}),
+            _fmt({k: ref[k] for k in ("val_acc", "other_val_acc") if k in ref}),
+        )
+        return finish("guard_at_start", 0, snapshot(), 0)
 
     prev = (0, snapshot(), dist)  # (epoch, weights, distance) of the last accepted epoch
     best = prev
@@ -524,7 +606,7 @@ def unlearn(
                 model, params, bases, forget, config, eta * scale, e, device, loss_fn, free_rows
             )
             m = evaluate_sets(model, forget, val, classes, device)
-            status, dist = _assess(m, start, classes is not None, config)
+            status, dist = _assess(m, start, ref, classes is not None, config)
             redo = (
                 status == "over"
                 and config.step == "calibrated"
@@ -564,7 +646,7 @@ def unlearn(
         if status == "over":
             # classes: the guard broke, keep the last epoch that held it; samples: the band
             # was jumped, keep the closer side (ties to the later epoch, which did forget)
-            kept = prev if classes is not None or dist > prev[2] else here
+            kept = prev if classes is not None or math.isinf(dist) or dist > prev[2] else here
             guard = classes is not None or math.isinf(dist)
             return finish("guard" if guard else "overshoot", kept[0], kept[1], e + 1)
         prev = here

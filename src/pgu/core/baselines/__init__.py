@@ -38,6 +38,9 @@ class BaselineContext:
     forget_classes: Sequence[int] | None
     device: torch.device
     finetune_recipe: TrainRecipe
+    # the original model when ``model`` is an earlier request's result: the reference of the
+    # unlearning loop's target and guards (UnlearnConfig.reference); None on the original
+    original: nn.Module | None = None
 
 
 BASELINES: dict[str, Callable[[nn.Module, BaselineContext], nn.Module]] = {

@@ -22,5 +22,12 @@ def empty_bases(model: nn.Module) -> dict[str, Tensor]:
 def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
     """PGU without the projection."""
     return unlearn(
-        model, empty_bases(model), ctx.forget, ctx.val, ctx.config, ctx.forget_classes, ctx.device
+        model,
+        empty_bases(model),
+        ctx.forget,
+        ctx.val,
+        ctx.config,
+        ctx.forget_classes,
+        ctx.device,
+        original=ctx.original,
     ).model

@@ -41,4 +41,5 @@ def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
         ctx.forget_classes,
         ctx.device,
         loss_fn=loss,
+        original=ctx.original,
     ).model
