@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurement still open for issue 7: the incremental scenario (b) for 3 seeds, with a
 # gold standard retrained after every request (15 trainings of 40 epochs, ~40 s each alone on an
-# H200). It needs two calls on one warm machine (a call may run 10 minutes, a machine start costs
+# H200). Three chains per seed: the defaults, `log_loss`, and `current` (the stopping rule before
+# `UnlearnConfig.reference` measured chains against the original model, unmeasured since). It needs two calls on one warm machine (a call may run 10 minutes, a machine start costs
 # about a minute, 15 minutes in all). Run from the repository root on the GPU machine, with
 # data/01_raw/cifar10-jpg.tar.gz carried along:
 #
@@ -20,7 +21,8 @@ out=${2:?usage: gpu_check.sh 1|2 OUT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 state=data/06_models/bench-state  # ignored by git: kept on the machine between the two calls
 common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold all
-    --scenarios b --variant 'logloss={"sample_measure": "log_loss"}' --variant-scenarios b
+    --scenarios b --variant 'logloss={"sample_measure": "log_loss"}'
+    --variant 'current={"reference": "current"}' --variant-scenarios b
     --state-dir "$state" --threads 8 --verbose)
 
 case $part in
