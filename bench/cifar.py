@@ -146,6 +146,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "class_target_acc": 0.01,
             "class_guard_drop": 0.01,
             "class_free_rows": True,
+            "reference": "original",
             "seed": 0,
         },
     },
