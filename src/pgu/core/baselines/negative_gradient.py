@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgu.core.baselines.no_projection import empty_bases
-from pgu.core.unlearning import unlearn
+from pgu.core.baselines.no_projection import unprojected
 
 if TYPE_CHECKING:
     from pgu.core.baselines import BaselineContext
@@ -21,15 +20,4 @@ def loss(logits: Tensor, y: Tensor, sample_id: Tensor) -> Tensor:
 
 def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
     """PGU's loop and stopping rule with the negative cross-entropy and no projection."""
-    bases = empty_bases(model)
-    return unlearn(
-        model,
-        bases,
-        ctx.forget,
-        ctx.val,
-        ctx.config,
-        ctx.forget_classes,
-        ctx.device,
-        loss_fn=loss,
-        original=ctx.original,
-    ).model
+    return unprojected(model, ctx, loss)

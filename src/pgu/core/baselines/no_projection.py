@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pgu.core.representation import layer_dim, tracked_layers
-from pgu.core.unlearning import unlearn
+from pgu.core.unlearning import LossFn, unlearn
 
 if TYPE_CHECKING:
     from pgu.core.baselines import BaselineContext
@@ -19,8 +19,9 @@ def empty_bases(model: nn.Module) -> dict[str, Tensor]:
     return {name: torch.zeros(layer_dim(layer), 0) for name, layer in tracked_layers(model).items()}
 
 
-def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
-    """PGU without the projection."""
+def unprojected(model: nn.Module, ctx: BaselineContext, loss_fn: LossFn | None = None) -> nn.Module:
+    """PGU's loop, step and stopping rule on ``ctx``'s request with nothing projected out, with
+    PGU's loss or ``loss_fn``: the shared body of the unprojected baselines."""
     return unlearn(
         model,
         empty_bases(model),
@@ -29,5 +30,11 @@ def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
         ctx.config,
         ctx.forget_classes,
         ctx.device,
+        loss_fn=loss_fn,
         original=ctx.original,
     ).model
+
+
+def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
+    """PGU without the projection."""
+    return unprojected(model, ctx)

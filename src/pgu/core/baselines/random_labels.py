@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgu.core.baselines.no_projection import empty_bases
-from pgu.core.unlearning import unlearn
+from pgu.core.baselines.no_projection import unprojected
 
 if TYPE_CHECKING:
     from pgu.core.baselines import BaselineContext
@@ -32,14 +31,4 @@ def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
         return F.cross_entropy(logits, wrong_labels(y, sample_id, num_classes, seed))
 
     torch.manual_seed(seed)
-    return unlearn(
-        model,
-        empty_bases(model),
-        ctx.forget,
-        ctx.val,
-        ctx.config,
-        ctx.forget_classes,
-        ctx.device,
-        loss_fn=loss,
-        original=ctx.original,
-    ).model
+    return unprojected(model, ctx, loss)
