@@ -220,7 +220,7 @@ def execute_request(
     }
     append_row(ledger_path, row)
     logger.info(
-        "%s: forgot %d samples in %d epochs (%s); forget acc %.3f → %.3f, val acc %.3f → %.3f",
+        "%s: %d samples, %d epochs, stop %s; forget acc %.3f → %.3f, val acc %.3f → %.3f",
         request.id,
         len(forget),
         result.epochs_run,
