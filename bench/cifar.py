@@ -588,7 +588,9 @@ class Bench:
         forget = self.train.with_ids(forget_ids)
         val = self.sets["val"]
         r_forget, forget_stats_s = timed(
-            lambda: collect_representations(original, forget.batches(self.batch_size), device=dev),
+            lambda: collect_representations(
+                original, forget.batches(self.batch_size), device=dev, keep_on_device=True
+            ),
             dev,
         )
 

@@ -267,7 +267,10 @@ def run(w: Workload, unlearn_params: dict | None = None) -> dict:
     )
     # --- the request, as pgu.core.deletion.execute_request runs it
     r_forget, t["forget_statistics"] = timed(
-        lambda: collect_representations(original, forget.batches(w.chunk_size), device=dev), dev
+        lambda: collect_representations(
+            original, forget.batches(w.chunk_size), device=dev, keep_on_device=True
+        ),
+        dev,
     )
     (bases, summary), t["eigendecomposition"] = timed(
         lambda: compute_bases(retain_statistics(full, r_forget, device=dev), w.gamma, device=dev),

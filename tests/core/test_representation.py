@@ -141,6 +141,27 @@ def test_representation_is_symmetric_psd_with_expected_shapes():
         assert torch.linalg.eigvalsh(mat).min() >= -1e-9 * mat.diagonal().sum()
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+        ),
+    ],
+)
+def test_keep_on_device_returns_the_same_symmetric_matrices_where_they_were_made(device):
+    net = small_net()
+    x = torch.randn(10, 3, 9, 9)
+    on_cpu = collect_representations(net, [x[:4], x[4:]], device=device)
+    kept = collect_representations(net, [x[:4], x[4:]], device=device, keep_on_device=True)
+    assert list(kept) == list(on_cpu)
+    for name, mat in kept.items():
+        assert mat.device.type == device and on_cpu[name].device.type == "cpu"
+        assert torch.equal(mat.cpu(), on_cpu[name])  # symmetrised by the same exact operations
+        assert torch.equal(mat, mat.T)
+
+
 def test_first_layer_matches_explicit_rows():
     net = small_net()
     x = torch.randn(6, 3, 9, 9)

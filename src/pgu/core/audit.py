@@ -172,8 +172,10 @@ def audit_request(
 
     start_model = states.load_model(plan.after)
     stats_model = states.load_model(ORIGINAL)
-    r_forget = collect_representations(stats_model, sets.forget.batches(256), device=device)
-    retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget)
+    r_forget = collect_representations(
+        stats_model, sets.forget.batches(256), device=device, keep_on_device=True
+    )
+    retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget, device=device)
     bases, _ = bases_from_params(retain_stats, cgs_params, device=device)
     ctx_args = dict(
         forget=sets.forget,

@@ -133,7 +133,9 @@ def execute_request(
     val = split_set(samples, index, "val")
     compute_start = time.perf_counter()  # the request proper: statistics, bases, unlearning
     # R_forget with the model that produced R_full, so that R_retain is exact (METHOD §2).
-    r_forget = collect_representations(stats_model, forget.batches(batch_size), device=device)
+    r_forget = collect_representations(
+        stats_model, forget.batches(batch_size), device=device, keep_on_device=True
+    )
     r_retain = retain_statistics(stats_in.tensors, r_forget, device=device)
     del r_forget  # derived from deleted samples only: never persisted
     bases, summary = bases_from_params(r_retain, cgs_params, device=device)

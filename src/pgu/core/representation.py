@@ -227,9 +227,11 @@ def _row_products(
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _symmetric_cpu(sums: dict[str, Tensor]) -> dict[str, Tensor]:
-    # rows^T rows is symmetric only up to BLAS round-off; make it exactly symmetric
-    return {name: ((r + r.T) / 2).cpu() for name, r in sums.items()}
+def _symmetric(sums: dict[str, Tensor], to_cpu: bool = True) -> dict[str, Tensor]:
+    # rows^T rows is symmetric only up to BLAS round-off; make it exactly symmetric (an add and
+    # a halving: exact IEEE operations, the same bytes on any device)
+    out = {name: (r + r.T) / 2 for name, r in sums.items()}
+    return {name: r.cpu() for name, r in out.items()} if to_cpu else out
 
 
 def collect_representations(
@@ -238,6 +240,7 @@ def collect_representations(
     device: str | torch.device = "cpu",
     layers: Sequence[str] | None = None,
     cpu_threads: int | None = DEFAULT_CPU_THREADS,
+    keep_on_device: bool = False,
 ) -> dict[str, Tensor]:
     """Representation matrices R_l of the tracked layers over all samples in ``batches``.
 
@@ -256,10 +259,13 @@ def collect_representations(
         cpu_threads: torch threads on the CPU during the pass (None: leave torch's setting).
             The default 1 makes the bytes independent of the machine's core count: MKL
             splits the float64 products differently with more threads.
+        keep_on_device: return the matrices on ``device`` instead of the CPU, for a caller
+            that uses them there at once (a request subtracts R_forget from R_retain on the
+            GPU: SmallVGG's head matrix is 0.5 GB per trip).
 
     Returns:
-        ``{layer_name: R_l}`` with R_l a (d, d) float64 CPU tensor, exactly symmetric
-        (zeros if there are no batches).
+        ``{layer_name: R_l}`` with R_l a (d, d) float64 tensor on the CPU (or ``device``),
+        exactly symmetric (zeros if there are no batches).
 
     Raises:
         ValueError: a name in ``layers`` is not a tracked layer.
@@ -282,7 +288,7 @@ def collect_representations(
     logger.info(
         "collected representation matrices of %d layers over %d samples", len(sums), n_samples
     )
-    return _symmetric_cpu(sums)
+    return _symmetric(sums, to_cpu=not keep_on_device)
 
 
 def collect_representations_sharded(
@@ -354,4 +360,4 @@ def collect_representations_sharded(
         n_chunks,
         distributed.world_size(),
     )
-    return _symmetric_cpu(sums)
+    return _symmetric(sums)

@@ -184,7 +184,7 @@ def depoison_poisoned_model(
     start = time.perf_counter()
     with _cpu_threads(params.get("cpu_threads")):
         batches = sets["poisoned_wrong"].batches(params["batch_size"])  # labels play no part
-        r_poisoned = collect_representations(model, batches, device=device)
+        r_poisoned = collect_representations(model, batches, device=device, keep_on_device=True)
         # in the model's layer order (the file holds them sorted by name), for the report
         r_clean = retain_statistics(
             {name: stats.tensors[name] for name in r_poisoned}, r_poisoned, device=device
