@@ -159,19 +159,19 @@ class UnlearnConfig:
         sample_tolerance: samples mode: half-width of the target band around a zero gap, in
             the unit of ``sample_measure`` (natural logs, or accuracy as a fraction).
         sample_guard_drop: samples mode: how far (a fraction) the validation accuracy may
-            fall below its value before unlearning; an epoch that breaks this guard counts as
-            an overshoot (a loss-only target would accept a collapsed model whose forget and
-            val losses are equally bad).
+            fall below the reference's (see ``reference``); an epoch that breaks this guard
+            counts as an overshoot (a loss-only target would accept a collapsed model whose
+            forget and val losses are equally bad).
         class_target_acc: classes mode: the accuracy, on the forget samples and on the
             validation samples of the forgotten classes, at or below which the target is met.
         class_guard_drop: classes mode: how far (a fraction) the validation accuracy on the
-            other classes may fall below its value before unlearning.
+            other classes may fall below the reference's (see ``reference``).
         class_free_rows: classes mode: update the output layer's rows of the forgotten
             classes without projection (see the module docstring).
         reference: which validation metrics the target and the guards read. "original":
             fixed ones, the original model's (given to :func:`unlearn`; else the start
             model's, before its first epoch). "current": the gap reads each epoch's own
-            validation metrics and the guards the start model's (the rule before v0.5).
+            validation metrics and the guards the start model's (the loop's earlier rule).
         max_backtracks: calibrated step: how many overshooting epochs may be redone with a
             halved scale in the whole run; the next overshoot after that ends the run.
         seed: seeds the shuffling of the forget samples.
