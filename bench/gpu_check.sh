@@ -2,7 +2,8 @@
 # The GPU measurement still open for issue 7: the incremental scenario (b) for 3 seeds, with a
 # gold standard retrained after every request (15 trainings of 40 epochs, ~40 s each alone on an
 # H200). Three chains per seed: the defaults, `log_loss`, and `current` (the stopping rule before
-# `UnlearnConfig.reference` measured chains against the original model, unmeasured since). It needs two calls on one warm machine (a call may run 10 minutes, a machine start costs
+# `UnlearnConfig.reference` measured chains against the original model, unmeasured since).
+# It needs two calls on one warm machine (a call may run 10 minutes, a machine start costs
 # about a minute, 15 minutes in all). Run from the repository root on the GPU machine, with
 # data/01_raw/cifar10-jpg.tar.gz carried along:
 #
