@@ -47,7 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgu.core.cgs import basis_bytes, compute_bases, retain_statistics, spectrum
+from pgu.core.cgs import (
+    basis_bytes,
+    compute_bases,
+    retain_statistics,
+    spectrum,
+    spectrum_columns,
+)
 from pgu.core.checkpoint import model_spec
 from pgu.core.data import SampleSet, indexed_samples, normalisation_stats, split_set
 from pgu.core.projection import projected_parameters
@@ -222,6 +228,7 @@ def warm_up(w: Workload) -> None:
     )
     collect_representations(model, small.batches(8), device=w.device)
     spectrum(torch.eye(64, dtype=torch.float64, device=w.device))
+    spectrum_columns(torch.eye(64, dtype=torch.float64, device=w.device), lambda lam: (0, 8))
 
 
 def descent_model(model: torch.nn.Module, bases: dict, device) -> tuple:

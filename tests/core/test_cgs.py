@@ -9,6 +9,7 @@ from pgu.core.cgs import (
     retain_statistics,
     singular_values,
     spectrum,
+    spectrum_columns,
 )
 
 
@@ -41,6 +42,76 @@ def test_singular_values_are_sqrt_of_eigenvalues():
     r = random_psd(9, 9, seed=1)
     lam, _ = spectrum(r)
     torch.testing.assert_close(singular_values(r), lam.sqrt())
+
+
+def spread_psd(d: int, seed: int = 0) -> torch.Tensor:
+    """A (d, d) full-rank PSD matrix whose eigenvalues span several decades, like R_l's."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(2 * d, d, generator=g, dtype=torch.float64)
+    a = a * torch.logspace(0, -3, d, dtype=torch.float64)
+    return a.T @ a
+
+
+@pytest.mark.parametrize("eigh_dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("start", "stop"), [(0, 5), (31, 40), (12, 27), (0, 40), (7, 7)])
+def test_spectrum_columns_match_the_full_decomposition(eigh_dtype, start, stop):
+    # the CPU path (tridiagonal reduction, MRRR for the wanted vectors only, back-transform)
+    # against torch's full eigh: same eigenvalues, the same columns up to their signs
+    r = spread_psd(40)
+    tol = 1e-10 if eigh_dtype == "float64" else 2e-4
+    lam_full, u = spectrum(r, eigh_dtype)
+    seen = []
+
+    def pick(lam):
+        seen.append(lam)
+        return start, stop
+
+    lam, cols = spectrum_columns(r, pick, eigh_dtype)
+    assert lam.dtype == cols.dtype == torch.float64 and cols.shape == (40, stop - start)
+    torch.testing.assert_close(seen[0], lam)  # pick saw the eigenvalues that were returned
+    torch.testing.assert_close(lam, lam_full, rtol=tol, atol=tol * lam_full[0])
+    assert (lam[:-1] >= lam[1:]).all()
+    eye = torch.eye(stop - start, dtype=torch.float64)
+    torch.testing.assert_close(cols.T @ cols, eye, atol=tol, rtol=0)
+    if eigh_dtype == "float64":  # (float32 vectors of eigenvalues closer than ~1e-7 of the
+        # largest are round-off in either solver: only the residual below is defined there)
+        signs = torch.sign((cols * u[:, start:stop]).sum(0))  # (n,) +-1
+        torch.testing.assert_close(cols * signs, u[:, start:stop], atol=1e-8, rtol=0)
+    # each column is an eigenvector of its eigenvalue: r v = lambda v
+    residual = r @ cols - cols * lam[start:stop]
+    assert residual.norm() <= 100 * tol * lam[0]
+
+
+def test_spectrum_columns_of_a_rank_deficient_matrix_span_its_null_space():
+    # the complement of a rank-7 matrix is its whole null space: a unique subspace, however
+    # the solver chooses the 13 vectors inside it
+    r = random_psd(20, 7, seed=3)
+    lam, cols = spectrum_columns(r, lambda lam: (7, 20))
+    assert cols.shape == (20, 13)
+    torch.testing.assert_close(
+        cols.T @ cols, torch.eye(13, dtype=torch.float64), atol=1e-12, rtol=0
+    )
+    assert (r @ cols).abs().max() <= 1e-10 * lam[0]
+    assert lam[7:].max() <= 1e-10 * lam[0]
+
+
+def test_spectrum_columns_falls_back_to_the_full_eigh(monkeypatch, caplog):
+    from pgu.core import cgs
+
+    r = spread_psd(16, seed=2)
+    monkeypatch.setattr(cgs, "_tridiagonal_columns", lambda *args: None)  # LAPACK "failed"
+    lam, cols = spectrum_columns(r, lambda lam: (3, 9))
+    lam_full, u = spectrum(r)
+    assert torch.equal(lam, lam_full) and torch.equal(cols, u[:, 3:9])
+    assert "using the full eigh" in caplog.text
+
+
+def test_spectrum_columns_are_deterministic():
+    r = spread_psd(64, seed=4)
+    a = spectrum_columns(r, lambda lam: (50, 64))
+    b = spectrum_columns(r.clone(), lambda lam: (50, 64))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert torch.equal(r, spread_psd(64, seed=4))  # the input is never overwritten
 
 
 @pytest.mark.parametrize(

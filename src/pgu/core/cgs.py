@@ -13,16 +13,21 @@ space and the projection removes every gradient.
 
 Bases are lean: per layer, either M (d x k) or its complement N (d x (d - k)) is kept,
 whichever is smaller, and the key says which (``layer`` or ``layer + COMPLEMENT_SUFFIX``).
-Storage and projection cost O(d * min(k, d - k)) instead of O(d * k).
+Storage and projection cost O(d * min(k, d - k)) instead of O(d * k), and on the CPU only
+those columns of U are ever computed (:func:`spectrum_columns`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+import numpy as np
 import torch
+from scipy.linalg import lapack
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -102,6 +107,29 @@ def _eigh_threads(d: int) -> Iterator[None]:
 EIGH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+def _clamped(lam: Tensor, eigh_dtype: str) -> Tensor:
+    """Eigenvalues (d,) descending with negative round-off clamped to 0 (a WARNING beyond it)."""
+    # round-off scales with the decomposition's precision (float32: ~1e-7 of the largest)
+    warn = max(NEGATIVE_WARN, 100 * torch.finfo(EIGH_DTYPES[eigh_dtype]).eps)
+    if lam.numel() and lam[-1] < -warn * lam.abs().max():
+        logger.warning(
+            "matrix is not PSD: eigenvalue %.3e vs largest %.3e; clamping to 0",
+            lam[-1].item(),
+            lam[0].item(),
+        )
+    return lam.clamp_min(0.0)
+
+
+def _symmetric(r: Tensor, eigh_dtype: str) -> Tensor:
+    """(r + r^T) / 2 in float64, then cast to the decomposition's precision; checks arguments."""
+    if r.dim() != 2 or r.shape[0] != r.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {tuple(r.shape)}")
+    if eigh_dtype not in EIGH_DTYPES:
+        raise ValueError(f"eigh_dtype must be one of {sorted(EIGH_DTYPES)}, got {eigh_dtype!r}")
+    r = r.to(torch.float64)
+    return ((r + r.T) / 2).to(EIGH_DTYPES[eigh_dtype])
+
+
 def spectrum(r: Tensor, eigh_dtype: str = "float64") -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of a symmetric PSD matrix, eigenvalues descending.
 
@@ -116,24 +144,95 @@ def spectrum(r: Tensor, eigh_dtype: str = "float64") -> tuple[Tensor, Tensor]:
         ``(lam, U)``: lam (d,) float64 descending, with negative round-off clamped to 0;
         U (d, d) float64 whose column i is the eigenvector of lam[i].
     """
-    if r.dim() != 2 or r.shape[0] != r.shape[1]:
-        raise ValueError(f"expected a square matrix, got shape {tuple(r.shape)}")
-    if eigh_dtype not in EIGH_DTYPES:
-        raise ValueError(f"eigh_dtype must be one of {sorted(EIGH_DTYPES)}, got {eigh_dtype!r}")
-    r = r.to(torch.float64)
-    sym = ((r + r.T) / 2).to(EIGH_DTYPES[eigh_dtype])
+    sym = _symmetric(r, eigh_dtype)
     with _eigh_threads(r.shape[0]):
         lam, u = torch.linalg.eigh(sym)  # ascending
     lam, u = lam.flip(0).to(torch.float64), u.flip(1).to(torch.float64)  # (d,), (d, d) desc.
-    # round-off scales with the decomposition's precision (float32: ~1e-7 of the largest)
-    warn = max(NEGATIVE_WARN, 100 * torch.finfo(EIGH_DTYPES[eigh_dtype]).eps)
-    if lam.numel() and lam[-1] < -warn * lam.abs().max():
-        logger.warning(
-            "matrix is not PSD: eigenvalue %.3e vs largest %.3e; clamping to 0",
-            lam[-1].item(),
-            lam[0].item(),
-        )
-    return lam.clamp_min(0.0), u
+    return _clamped(lam, eigh_dtype), u
+
+
+# scipy's stemr wrapper takes LAPACK's RANGE as an integer: 0 all, 1 by value, 2 by index.
+STEMR_BY_INDEX = 2
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process (scipy's OpenBLAS among them), found once."""
+    return ThreadpoolController()
+
+
+def _tridiagonal_columns(
+    sym: Tensor, pick: Callable[[Tensor], tuple[int, int]], eigh_dtype: str
+) -> tuple[Tensor, Tensor] | None:
+    """:func:`spectrum_columns` through LAPACK's steps on the CPU; None if LAPACK reports failure.
+
+    sytrd reduces sym = Q T Q^T (T tridiagonal, Q as Householder reflectors), sterf gives every
+    eigenvalue of T, stemr (MRRR) only the wanted eigenvectors z of T, and ormqr applies Q to
+    them: U[:, start:stop] = Q z. ``sym`` is overwritten.
+    """
+    d = sym.shape[0]
+    prefix = "d" if sym.dtype == torch.float64 else "s"
+    sytrd, sterf, stemr = (getattr(lapack, prefix + f) for f in ("sytrd", "sterf", "stemr"))
+    lwork = int(getattr(lapack, prefix + "sytrd_lwork")(d, lower=1)[0])
+    a = sym.numpy().T  # a symmetric C-ordered matrix is its own Fortran-ordered transpose
+    reflectors, diag, off, tau, info = sytrd(a, lower=1, lwork=lwork, overwrite_a=1)
+    if info:
+        return None
+    lam_up, info = sterf(diag, off)  # (d,) ascending
+    if info:
+        return None
+    lam = _clamped(torch.from_numpy(lam_up).flip(0).to(torch.float64), eigh_dtype)  # (d,)
+    start, stop = pick(lam)
+    n = stop - start
+    if n == 0:
+        return lam, torch.empty(d, 0, dtype=torch.float64)
+    # descending columns [start, stop) are the ascending 1-based indices d - stop + 1 .. d - start
+    found, _, z, info = stemr(
+        diag, np.append(off, 0), STEMR_BY_INDEX, 0, 0, d - stop + 1, d - start
+    )
+    if info or found != n:
+        return None
+    z = torch.from_numpy(z[:, :n])  # (d, n) eigenvectors of T, ascending
+    u = torch.empty_like(z)  # Q = diag(1, Q'), Q' the reflectors below the first row
+    u[0] = z[0]
+    u[1:] = torch.ormqr(torch.from_numpy(reflectors[1:, : d - 1]), torch.from_numpy(tau), z[1:])
+    return lam, u.flip(1).to(torch.float64)  # (d, n), descending
+
+
+def spectrum_columns(
+    r: Tensor, pick: Callable[[Tensor], tuple[int, int]], eigh_dtype: str = "float64"
+) -> tuple[Tensor, Tensor]:
+    """Every eigenvalue of ``r`` but only the eigenvectors asked for: those a basis stores.
+
+    On the CPU the eigenvectors not asked for are never formed (:func:`_tridiagonal_columns`):
+    on this project's CPU digits_cnn's five layers took 0.105 s instead of 0.147 s, and a
+    SmallVGG conv (d = 2,304, 166 columns stored) 1.96 s instead of 3.67 s; the tridiagonal
+    reduction that remains is about the cost of the eigenvalues alone. On other devices, and
+    should LAPACK report a failure, it slices the full :func:`spectrum`.
+
+    Args:
+        r: (d, d) symmetric PSD.
+        pick: maps the eigenvalues (d,) (descending, clamped, float64) to the column range
+            ``(start, stop)`` of U wanted.
+        eigh_dtype: precision of the decomposition, as in :func:`spectrum`.
+
+    Returns:
+        ``(lam, cols)``: lam (d,) as from :func:`spectrum`; cols (d, stop - start) float64,
+        orthonormal, spanning what ``spectrum(r)[1][:, start:stop]`` spans (each eigenvector
+        of a simple eigenvalue equal up to its sign).
+    """
+    if r.device.type == "cpu":
+        sym = _symmetric(r, eigh_dtype).contiguous()
+        d = sym.shape[0]
+        threads = 1 if d <= SINGLE_THREAD_EIGH_MAX_D else torch.get_num_threads()
+        with _eigh_threads(d), _blas().limit(limits=threads, user_api="blas"):
+            out = _tridiagonal_columns(sym, pick, eigh_dtype)
+        if out is not None:
+            return out
+        logger.warning("LAPACK's tridiagonal eigensolver failed; using the full eigh")
+    lam, u = spectrum(r, eigh_dtype)
+    start, stop = pick(lam)
+    return lam, u[:, start:stop]
 
 
 def singular_values(r: Tensor) -> Tensor:
@@ -225,14 +324,19 @@ def compute_bases(
     summary: list[dict] = []
     for name, r in retain.items():
         g = float(overrides.get(name, gamma))
-        lam, u = spectrum(r if device is None else r.to(device), eigh_dtype)  # (d,), (d, d)
+
+        def stored(lam: Tensor, g: float = g) -> tuple[int, int]:
+            # the complement N = U[:, k:] when it is the smaller form, else M = U[:, :k]
+            d, k = lam.numel(), basis_size(lam.sqrt(), g)
+            return (k, d) if lean and d - k < k else (0, k)
+
+        r = r if device is None else r.to(device)
+        lam, cols = spectrum_columns(r, stored, eigh_dtype)  # (d,), (d, k) or (d, d - k)
         sigma = lam.sqrt()
         k = basis_size(sigma, g)
         d = lam.numel()
-        if lean and d - k < k:
-            bases[name + COMPLEMENT_SUFFIX] = u[:, k:].to(torch.float32).contiguous()  # (d, d-k)
-        else:
-            bases[name] = u[:, :k].to(torch.float32).contiguous()  # (d, k)
+        key = name + COMPLEMENT_SUFFIX if stored(lam)[0] > 0 else name
+        bases[key] = cols.to(torch.float32).contiguous()
         summary.append(
             {
                 "layer": name,
