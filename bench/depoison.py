@@ -18,6 +18,7 @@ Prints a markdown table (mean ± std over seeds), the issue's targets with wheth
 and one JSON line with every number.
 
     .venv/bin/python bench/depoison.py --seeds 3
+    .venv/bin/python bench/depoison.py --seeds 3 --first-seed 3 --config '{"epochs": 4}'
 """
 
 from __future__ import annotations
@@ -252,18 +253,28 @@ def report(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one on")
     parser.add_argument("--pairs", type=int, default=5, help="class pairs whose labels flip")
     parser.add_argument("--per-class", type=int, default=40, help="flipped samples per class")
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default={},
+        help="JSON overrides of depoison.config, e.g. '{\"epochs\": 4}'",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     for name in ("pgu", "pgu.core.training", "pgu.core.models"):
         logging.getLogger(name).setLevel(logging.WARNING)
     data_p, model_p, train_p, dp = load_params()
+    dp = dict(dp, config=dict(dp["config"], **args.config))
     samples, index = build_samples(data_p)
-    runs = [run_seed(s, samples, index, model_p, train_p, dp, args) for s in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    runs = [run_seed(s, samples, index, model_p, train_p, dp, args) for s in seeds]
     print(
         f"\nDe-poisoning on digits, {args.pairs} class pairs × {args.per_class} flipped "
-        f"samples per class, {args.seeds} seeds (mean ± std):\n"
+        f"samples per class, seeds {seeds[0]}–{seeds[-1]} (mean ± std), config overrides "
+        f"{args.config or 'none'}:\n"
     )
     print(report(runs))
     print("\n" + json.dumps({"args": vars(args), "config": dp, "runs": runs}))
