@@ -439,7 +439,8 @@ def targets(classes: dict, samples: dict) -> list[tuple[str, bool, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one on")
     parser.add_argument("--gamma", type=float, default=0.95, help="CGS threshold")
     parser.add_argument("--forget-class", type=int, default=3, help="class of scenario (a)")
     parser.add_argument("--fraction", type=float, default=0.1, help="random share, scenario (b)")
@@ -497,7 +498,8 @@ def main() -> None:
     runs: list[dict] = []
     t_start = time.perf_counter()
     load_start = os.getloadavg()
-    for seed in range(args.seeds):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         recipe = TrainRecipe.from_params(dict(train_params["recipe"], seed=seed))
         original, _ = fit_from_scratch(spec, train, recipe)
         r_full = collect_representations(original, train.batches(512))
@@ -530,7 +532,7 @@ def main() -> None:
 
     classes, samples_ = summarise(runs, "classes"), summarise(runs, "samples")
     print(
-        f"\nPGU vs retraining on digits ({model_params['name']}), {args.seeds} seeds, "
+        f"\nPGU vs retraining on digits ({model_params['name']}), seeds {seeds[0]}–{seeds[-1]}, "
         f"gamma {args.gamma}, {torch.get_num_threads()} torch thread(s), request time = "
         f"median of {args.request_repeats}, config {config}\n"
     )
@@ -562,7 +564,8 @@ def main() -> None:
     ]
     print("\nPGU request, mean per scenario: " + "; ".join(per_scenario))
     print(
-        f"\nDistance to the retrained model, mean ± std over {args.seeds} seeds (Δ in points; "
+        f"\nDistance to the retrained model, mean ± std over seeds {seeds[0]}–{seeds[-1]} "
+        f"(Δ in points; "
         f"ToW 1 is ideal; time = wall time of the method ÷ that seed's retraining, PGU's "
         f"including forget statistics and bases); baselines {baselines or 'none'}\n"
     )
@@ -579,7 +582,7 @@ def main() -> None:
             {
                 "config": config.__dict__,
                 "gamma": args.gamma,
-                "seeds": args.seeds,
+                "seeds": list(seeds),
                 "baselines": baselines,
                 "finetune_recipe": dict(
                     evaluate_params["finetune_recipe"], seed="the benchmark seed"
