@@ -248,3 +248,23 @@ def test_float32_eigh_spans_the_same_cgs_as_float64():
 def test_unknown_eigh_dtype_is_rejected():
     with pytest.raises(ValueError, match="eigh_dtype"):
         spectrum(random_psd(4, 4), eigh_dtype="float16")
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("full", "stored statistics"), ("forget", "forget set's statistics")],
+)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_retain_statistics_refuse_non_finite_entries_and_name_the_source(where, message, bad):
+    full, forget = {"fc": random_psd(6, 6)}, {"fc": random_psd(6, 2, seed=1)}
+    {"full": full, "forget": forget}[where]["fc"][2, 3] = bad
+    with pytest.raises(ValueError, match=rf"layer 'fc': the {message}.*NaN or infinite"):
+        retain_statistics(full, forget)
+
+
+def test_compute_bases_refuses_a_non_finite_matrix():
+    # without the check a NaN spectrum gives k = 0: the layer would silently go unprotected
+    r = random_psd(8, 8)
+    r[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="layer 'conv': the representation matrix has NaN"):
+        compute_bases({"ok": random_psd(4, 4), "conv": r}, 0.95)

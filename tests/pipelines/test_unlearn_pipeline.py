@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import KedroProject
 
-from pgu.core.checkpoint import TensorBundle, load_tensors, sha256_file
+from pgu.core.checkpoint import TensorBundle, load_tensors, save_tensors, sha256_file
 from pgu.core.data import SampleSet, split_ids
 from pgu.core.deletion import execute_request, plan_requests
 from pgu.core.ledger import read_ledger
@@ -109,6 +109,19 @@ def test_request_whose_id_differs_from_its_file_is_rejected(project):
     path.write_text(path.read_text().replace("id: req-0001", "id: req-9999"))
     before = project.files()
     with pytest.raises(Exception, match="differs from the file name"):
+        project.run("unlearn")
+    assert project.files() == before
+
+
+def test_corrupt_statistics_are_refused_and_leave_every_file_unchanged(project):
+    # a NaN in the stored R_full would otherwise cut that layer's basis to k = 0: unprotected
+    path = project.path / "data/06_models/states/original/retain_stats.safetensors"
+    tensors, meta = load_tensors(path)
+    tensors["features.conv2"][5, 7] = float("nan")
+    save_tensors(path, tensors, meta)
+    file_request(project.path / REQUESTS, sample_ids=split_ids(_train_ids(project), "train")[:5])
+    before = project.files()
+    with pytest.raises(Exception, match="'features.conv2': the stored statistics .* NaN"):
         project.run("unlearn")
     assert project.files() == before
 

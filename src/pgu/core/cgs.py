@@ -61,7 +61,8 @@ def retain_statistics(
         ``{layer: (d, d) float64}`` equal to (A + A^T) / 2 with A = full - forget.
 
     Raises:
-        ValueError: the two mappings have different layers or a layer's shapes differ.
+        ValueError: the two mappings have different layers, a layer's shapes differ, or a
+            matrix has NaN or infinite entries (named: stored statistics or forget set).
     """
     missing = sorted(set(full) - set(forget))
     extra = sorted(set(forget) - set(full))
@@ -80,8 +81,33 @@ def retain_statistics(
             )
         where = r_full.device if device is None else torch.device(device)
         a = r_full.to(where, torch.float64) - r_forget.to(where, torch.float64)  # (d, d)
+        if not torch.isfinite(a).all():  # NaN and inf survive the subtraction: one check
+            _refuse_non_finite(name, r_full, r_forget)
         retain[name] = (a + a.T) / 2
     return retain
+
+
+def _refuse_non_finite(name: str, r_full: Tensor, r_forget: Tensor) -> None:
+    """Raise the error for a layer whose R_full - R_forget is not finite, naming the culprit.
+
+    Non-finite statistics would otherwise give a basis of k = 0 (the cumulative share of a NaN
+    spectrum never passes gamma): the layer would be left unprotected without a word.
+    """
+    if not torch.isfinite(r_full).all():
+        raise ValueError(
+            f"layer {name!r}: the stored statistics (R_full, or the previous request's R_retain) "
+            "have NaN or infinite entries: the file is corrupt or the model that collected them "
+            "diverged. Rerun `kedro run --pipeline representation` (and the requests after it)."
+        )
+    if not torch.isfinite(r_forget).all():
+        raise ValueError(
+            f"layer {name!r}: the forget set's statistics (R_forget) have NaN or infinite "
+            "entries: the statistics model produces non-finite activations on these samples. "
+            "Check the model file and the samples' values."
+        )
+    raise ValueError(
+        f"layer {name!r}: R_full - R_forget overflowed float64; the statistics are unusable"
+    )
 
 
 SINGLE_THREAD_EIGH_MAX_D = 1024
@@ -325,6 +351,12 @@ def compute_bases(
     summary: list[dict] = []
     for name, r in retain.items():
         g = float(overrides.get(name, gamma))
+        if not torch.isfinite(r).all():
+            raise ValueError(
+                f"layer {name!r}: the representation matrix has NaN or infinite entries, so it "
+                "has no spectrum to cut; recollect the statistics (`kedro run --pipeline "
+                "representation`) or check the model that produced them"
+            )
 
         def stored(lam: Tensor, g: float = g) -> tuple[int, int]:
             # the complement N = U[:, k:] when it is the smaller form, else M = U[:, :k]
