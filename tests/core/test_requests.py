@@ -92,6 +92,15 @@ def test_file_request_queues_in_order_and_refuses_overwrites(tmp_path):
         file_request(tmp_path, sample_ids=[1], request_id="req-0001")
 
 
+def test_file_request_takes_arrays_of_ids(tmp_path):
+    import torch
+
+    file_request(tmp_path, sample_ids=np.array([7, 3], dtype=np.int64))
+    file_request(tmp_path, sample_ids=torch.tensor([4]), classes=np.array([2]))
+    requests = load_requests(tmp_path)
+    assert [(r.sample_ids, r.classes) for r in requests] == [((7, 3), ()), ((4,), (2,))]
+
+
 def test_queue_must_chain_and_list_every_file(tmp_path):
     file_request(tmp_path, sample_ids=[1])
     _write(tmp_path, "stray", "id: stray\nforget: {sample_ids: [2]}\n")

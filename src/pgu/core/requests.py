@@ -222,11 +222,13 @@ def file_request(
     path = folder / f"{request_id}.yml"
     if path.exists() or any(q["id"] == request_id for q in queue):
         raise RequestError(f"{path} already exists; requests are immutable once filed")
+    # any sequence of integers: a list, a numpy array, a tensor
+    sample_ids, classes = [int(i) for i in sample_ids], [int(c) for c in classes]
     forget: dict = {}
     if sample_ids:
-        forget["sample_ids"] = [int(i) for i in sample_ids]
+        forget["sample_ids"] = sample_ids
     if classes:
-        forget["classes"] = [int(c) for c in classes]
+        forget["classes"] = classes
     doc = {"id": request_id, "forget": forget, "note": note}
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
     atomic_write_bytes(path, text.encode())
