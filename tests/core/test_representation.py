@@ -12,6 +12,7 @@ from torch import nn
 from pgu.core.models import build_model
 from pgu.core.representation import (
     collect_representations,
+    collect_representations_sharded,
     gram,
     layer_dim,
     layer_rows,
@@ -181,6 +182,21 @@ def test_layer_selection_and_unknown_layer():
 def test_no_batches_gives_zeros():
     r = collect_representations(small_net(), [])
     assert r["head"].shape == (125, 125) and not r["head"].any()
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_non_finite_activations_are_refused_naming_the_first_layer_they_reach(sharded):
+    # a diverged model: the dilated conv's input is NaN from the first conv on; the first
+    # conv's own input (the data) is finite, so the error names "dilated"
+    net = small_net()
+    with torch.no_grad():
+        net.strided.weight[0, 0, 0, 0] = float("nan")
+    x = torch.randn(6, 3, 9, 9)
+    with pytest.raises(ValueError, match="layer 'dilated': the representation matrix has NaN"):
+        if sharded:
+            collect_representations_sharded(net, x, chunk_size=4)
+        else:
+            collect_representations(net, [x])
 
 
 def test_tuple_batches_are_accepted():

@@ -228,8 +228,22 @@ def _row_products(
 
 
 def _symmetric(sums: dict[str, Tensor], to_cpu: bool = True) -> dict[str, Tensor]:
-    # rows^T rows is symmetric only up to BLAS round-off; make it exactly symmetric (an add and
-    # a halving: exact IEEE operations, the same bytes on any device)
+    """The finished matrices: exactly symmetric, checked finite, on the CPU unless told not to.
+
+    rows^T rows is symmetric only up to BLAS round-off; an add and a halving make it exactly
+    symmetric (exact IEEE operations, the same bytes on any device).
+
+    Raises:
+        ValueError: a layer's matrix has NaN or infinite entries (it would later cut that
+            layer's basis to nothing without a word).
+    """
+    for name, r in sums.items():
+        if not torch.isfinite(r).all():
+            raise ValueError(
+                f"layer {name!r}: the representation matrix has NaN or infinite entries: the "
+                "model's input to this layer is not finite on these samples (a diverged or "
+                "corrupt model, or non-finite data). Fix the model or the data and collect again."
+            )
     out = {name: (r + r.T) / 2 for name, r in sums.items()}
     return {name: r.cpu() for name, r in out.items()} if to_cpu else out
 
