@@ -13,6 +13,8 @@
 #   bash bench/gpu_check.sh 1 "$OUT"   # ~8 min: seeds 0 and 1 (10 trainings)
 #   bash bench/gpu_check.sh 2 "$OUT"   # ~4 min: seed 2 (5 trainings), its request times alone,
 #                                      # then one report merged from both parts' results
+#   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_epoch.py, where
+#                                      # an unlearning epoch and a stop check spend their time
 #
 # Part 2's merge reads part 1's results from the machine's disk: call it within the machine's
 # idle time (30 s) of part 1, or merge the two results.json files here with --merge.
@@ -20,8 +22,8 @@
 # 40-epoch training instead of 38-40 s (SmallVGG training already fills the GPU), so running
 # seeds side by side gains nothing; their request times were also inflated (3.1 s vs 1.8 s).
 set -u
-part=${1:?usage: gpu_check.sh 1|2 OUT}
-out=${2:?usage: gpu_check.sh 1|2 OUT}
+part=${1:?usage: gpu_check.sh 1|2|3 OUT}
+out=${2:?usage: gpu_check.sh 1|2|3 OUT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 state=data/06_models/bench-state  # ignored by git: kept on the machine between the two calls
 common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold all
@@ -50,8 +52,13 @@ case $part in
         grep -v '^{' "$out/merged.txt" | tail -c 6000
     fi
     ;;
+3)
+    timeout 150 python3 bench/profile_epoch.py >"$out/profile.txt" 2>&1
+    echo "profile rc=$?"
+    grep -v '^{' "$out/profile.txt" | grep -v "USDT\|profiler_st" | head -80
+    ;;
 *)
-    echo "part must be 1 or 2" >&2
+    echo "part must be 1, 2 or 3" >&2
     exit 2
     ;;
 esac
