@@ -368,7 +368,7 @@ def compute_bases(
         sigma = lam.sqrt()
         k = basis_size(sigma, g)
         d = lam.numel()
-        key = name + COMPLEMENT_SUFFIX if stored(lam)[0] > 0 else name
+        key = name + COMPLEMENT_SUFFIX if lean and d - k < k else name  # as stored() chose
         bases[key] = cols.to(torch.float32).contiguous()
         summary.append(
             {
