@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgu.core.models import MODELS, build_model
+from pgu.core.models import MODELS, MaxPool2d, build_model
 
 
 @pytest.mark.parametrize(
@@ -44,11 +44,11 @@ def test_digits_cnn_layout_and_parameter_count():
         ("features.bn1", nn.BatchNorm2d),
         ("features.conv2", nn.Conv2d),
         ("features.relu2", nn.ReLU),
-        ("features.pool2", nn.MaxPool2d),
+        ("features.pool2", MaxPool2d),
         ("features.bn2", nn.BatchNorm2d),
         ("features.conv3", nn.Conv2d),
         ("features.relu3", nn.ReLU),
-        ("features.pool3", nn.MaxPool2d),
+        ("features.pool3", MaxPool2d),
         ("features.bn3", nn.BatchNorm2d),
         ("classifier.fc1", nn.Linear),
         ("classifier.relu1", nn.ReLU),
@@ -121,3 +121,49 @@ def test_unknown_option_is_named():
 def test_image_model_rejects_flat_shape():
     with pytest.raises(ValueError, match="in_shape"):
         build_model("small_vgg", (3072,), 10)
+
+
+def _pool_input(seed: int) -> torch.Tensor:
+    """ReLU'd activations with many tied zeros, a tied positive pair and a NaN: (4, 6, 7, 9)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(4, 6, 7, 9, generator=g))
+    x[0, 0, 0, :2] = 3.0  # a tie on a window's maximum
+    x[1, 2, 3, 4] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2, "padding": 1}]
+)
+def test_max_pool_without_grad_matches_torch_bit_for_bit(kwargs):
+    x = _pool_input(0)
+    with torch.no_grad():
+        ours, ref = MaxPool2d(**kwargs)(x), nn.MaxPool2d(**kwargs)(x)
+    assert ours.is_contiguous()  # the next layer sees the default memory order
+    assert ours.shape == ref.shape
+    assert torch.equal(ours.nan_to_num(-1.0), ref.nan_to_num(-1.0))
+    assert torch.equal(ours.isnan(), ref.isnan())
+
+
+def test_max_pool_with_grad_takes_torch_path_and_gradient():
+    x1 = _pool_input(1).nan_to_num(0.0).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    out1, out2 = MaxPool2d(2)(x1), nn.MaxPool2d(2)(x2)
+    assert torch.equal(out1, out2)
+    w = torch.randn(out1.shape, generator=torch.Generator().manual_seed(2))
+    (out1 * w).sum().backward()
+    (out2 * w).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)  # ties routed exactly as torch's kernel routes them
+
+
+def test_models_pool_with_the_fast_module_and_give_the_same_logits():
+    for name, shape in [("digits_cnn", (1, 8, 8)), ("small_vgg", (3, 32, 32))]:
+        torch.manual_seed(0)
+        model = build_model(name, shape, 10).eval()
+        pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+        assert pools and all(isinstance(m, MaxPool2d) for m in pools)
+        x = torch.randn(5, *shape)
+        with torch.no_grad():
+            fast = model(x)
+        plain = model(x).detach()  # grad enabled: torch's own kernel
+        assert torch.equal(fast, plain)
