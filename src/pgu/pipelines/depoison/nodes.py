@@ -305,7 +305,8 @@ def write_report(metrics: dict) -> str:
         f"- scenario: **{metrics['scenario']['n_poisoned']}** training labels flipped within "
         f"the class pairs {metrics['scenario']['pairs']}",
         f"- trust-region layer: `{run['trust_region_layer']}`; stopped (`{run['stop_reason']}`) "
-        f"after {run['epochs_run']} epochs, keeping epoch **{run['kept_epoch']}** "
+        f"after {run['epochs_run']} epoch{'' if run['epochs_run'] == 1 else 's'}, keeping epoch "
+        f"**{run['kept_epoch']}** "
         f"({run['backtracks']} halved-step retries)",
         f"- test-accuracy gap between poisoned and clean model recovered: "
         f"**{100 * (metrics['test_gap_recovered'] or 0.0):.1f}%**",
