@@ -15,6 +15,7 @@ from pgu.core.representation import (
     collect_representations_sharded,
     gram,
     layer_dim,
+    layer_gram,
     layer_rows,
     tracked_layers,
 )
@@ -271,3 +272,36 @@ def test_gram_equals_the_full_product(n, d):
     ):  # split on the CPU: the upper off-diagonal block is a copy, bit for bit
         h = d // 2
         assert torch.equal(p[:h, h:], p[h:, :h].T)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(32, 8, 3, padding=1),  # digits_cnn's conv2 shape (d = 288)
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.Conv2d(4, 5, 3, dilation=2, padding=2),
+        nn.Conv2d(3, 2, (2, 3), padding="same"),  # asymmetric padding
+        nn.Conv2d(5, 3, (1, 3), stride=(2, 1), padding=(0, 1)),
+        nn.Conv2d(6, 2, 1),
+    ],
+)
+def test_layer_gram_equals_the_gram_of_the_unfolded_rows(conv):
+    """The CPU path builds the rows kernel-major and puts the product back in layer_rows order:
+    the same matrix (to float64 round-off; on this project's CPU, the same bytes)."""
+    a = torch.relu(
+        torch.randn(3, conv.in_channels, 9, 8, generator=torch.Generator().manual_seed(1))
+    )
+    want = gram(layer_rows(conv, a).double())  # (d, d)
+    got = layer_gram(conv, a)
+    assert got.dtype == torch.float64 and got.shape == (layer_dim(conv), layer_dim(conv))
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-12)
+
+
+def test_layer_gram_of_a_linear_and_of_too_small_an_input():
+    lin = nn.Linear(7, 2)
+    a = torch.randn(5, 7)
+    torch.testing.assert_close(layer_gram(lin, a), a.double().T @ a.double(), rtol=1e-13, atol=0)
+    with pytest.raises(RuntimeError):  # no output position: torch's own error, as before
+        layer_gram(nn.Conv2d(1, 1, 5), torch.randn(1, 1, 3, 3))
+    with pytest.raises(NotImplementedError, match="grouped"):
+        layer_gram(nn.Conv2d(4, 4, 3, groups=2), torch.randn(1, 4, 5, 5))

@@ -82,6 +82,18 @@ def _conv_padding(layer: nn.Conv2d) -> tuple[tuple[int, int, int, int], tuple[in
     return (0, 0, 0, 0), (int(ph), int(pw))
 
 
+def _check_conv(layer: nn.Conv2d, a: Tensor) -> None:
+    """Reject the convs and inputs whose rows this module does not form."""
+    if layer.groups != 1:
+        raise NotImplementedError("representation rows of grouped convs are not supported")
+    if layer.padding_mode != "zeros":
+        raise NotImplementedError(
+            f"padding_mode {layer.padding_mode!r} is not supported, only 'zeros'"
+        )
+    if a.dim() != 4:
+        raise ValueError(f"conv input must be (B, C, H, W), got shape {tuple(a.shape)}")
+
+
 def layer_rows(layer: nn.Module, a: Tensor) -> Tensor:
     """Rows whose outer products sum to the layer's representation matrix.
 
@@ -99,14 +111,7 @@ def layer_rows(layer: nn.Module, a: Tensor) -> Tensor:
     if isinstance(layer, nn.Linear):
         return a.reshape(-1, layer.in_features)  # (B, d)
     if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            raise NotImplementedError("representation rows of grouped convs are not supported")
-        if layer.padding_mode != "zeros":
-            raise NotImplementedError(
-                f"padding_mode {layer.padding_mode!r} is not supported, only 'zeros'"
-            )
-        if a.dim() != 4:
-            raise ValueError(f"conv input must be (B, C, H, W), got shape {tuple(a.shape)}")
+        _check_conv(layer, a)
         pad4, pad2 = _conv_padding(layer)
         if any(pad4):
             a = F.pad(a, pad4)
@@ -119,6 +124,55 @@ def layer_rows(layer: nn.Module, a: Tensor) -> Tensor:
         )  # (B, d, L)
         return patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (B*L, d)
     raise TypeError(f"not a tracked layer type: {type(layer).__name__}")
+
+
+def _conv_rows_kernel_major(layer: nn.Conv2d, a: Tensor) -> Tensor | None:
+    """A conv's rows in float64 with their columns ordered (kh, kw, C_in), or None if empty.
+
+    The same rows as ``layer_rows`` up to a permutation of the columns: entry (i * kw + j) * C
+    + c here is entry c * kh * kw + i * kw + j there. Built from the padded input in
+    channels-last order, each kernel offset copies runs of C_in contiguous values, in one pass
+    that also casts to float64; ``layer_rows`` writes the patches three times (unfold, the
+    transpose to rows, the cast).
+    """
+    _check_conv(layer, a)
+    pad4, (ph, pw) = _conv_padding(layer)
+    left, right, top, bottom = pad4[0] + pw, pad4[1] + pw, pad4[2] + ph, pad4[3] + ph
+    x = F.pad(a, (left, right, top, bottom)).to(torch.float64)
+    x = x.permute(0, 2, 3, 1).contiguous()  # (B, Hp, Wp, C)
+    b, hp, wp, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        return None
+    rows = torch.empty(b, ho, wo, kh * kw, c, dtype=torch.float64, device=a.device)
+    for i in range(kh):
+        for j in range(kw):
+            y0, x0 = i * dh, j * dw
+            rows[:, :, :, i * kw + j] = x[
+                :, y0 : y0 + sh * (ho - 1) + 1 : sh, x0 : x0 + sw * (wo - 1) + 1 : sw
+            ]
+    return rows.view(b * ho * wo, kh * kw * c)  # (B*L, d)
+
+
+def layer_gram(layer: nn.Module, a: Tensor) -> Tensor:
+    """rows^T rows (d, d) in float64 for the rows ``layer_rows(layer, a)``.
+
+    On the CPU a conv's rows are built kernel-major (:func:`_conv_rows_kernel_major`) and the
+    product's rows and columns are put back in ``layer_rows`` order afterwards, a (d, d)
+    gather. Each entry is the same sum of the same float64 products; on this project's CPU the
+    result is the same bytes, and a digits request's forget statistics took about a quarter
+    less time. On other devices the rows come from ``layer_rows`` (not timed there).
+    """
+    if isinstance(layer, nn.Conv2d) and a.device.type == "cpu":
+        rows = _conv_rows_kernel_major(layer, a)  # (n, K * C), K = kh * kw
+        if rows is not None:
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            c = rows.shape[1] // k
+            # column c' * K + o of layer_rows is column o * C + c' of the kernel-major rows
+            order = torch.arange(k * c).view(k, c).T.reshape(-1)  # (d,)
+            return gram(rows)[order][:, order]
+    return gram(layer_rows(layer, a).to(torch.float64))
 
 
 def _batch_input(batch: object) -> Tensor:
@@ -201,8 +255,7 @@ def _row_products(
     handles = []
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str) -> None:
-        rows = layer_rows(module, inputs[0]).to(torch.float64)  # (n_rows, d)
-        p = gram(rows)  # (d, d)
+        p = layer_gram(module, inputs[0])  # (d, d)
         products[name] = products[name] + p if name in products else p
 
     try:
