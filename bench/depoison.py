@@ -16,7 +16,9 @@ matrices directly, the alternative when no statistics were stored at training ti
 bench/speed.py, a warm-up first pays the process's one-off costs (kernel set-up, BLAS thread
 discovery: about 0.1 s, 0.01 of clean training), and the de-poisoning of each seed runs
 ``--repeats`` times: each phase is reported as its median, the total as the median of the
-repeats' totals (all in the JSON); the clean model's training is timed once.
+repeats' totals (all in the JSON); the clean model's training is timed ``--train-repeats``
+times (median; every run must give the same weights), since this machine's speed drifts by
+up to 20% between minutes and one training is a single draw of that drift.
 
 Prints a markdown table (mean ± std over seeds), the issue's targets with whether they hold,
 and one JSON line with every number.
@@ -109,6 +111,12 @@ def warm_up(samples: SampleSet, index, model_p: dict, train_p: dict, dp: dict) -
     depoison(model, bases, wrong, val, config)
 
 
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two models hold the same tensors, bit for bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def median_run(fn: Callable[[], tuple], repeats: int) -> tuple[tuple, dict, dict, list]:
     """Run ``fn`` (returning (result, {phase: (cpu, wall)})) ``repeats`` times.
 
@@ -121,11 +129,8 @@ def median_run(fn: Callable[[], tuple], repeats: int) -> tuple[tuple, dict, dict
         results.append(out)
         cpu.append({k: v[0] for k, v in phases.items()})
         wall.append({k: v[1] for k, v in phases.items()})
-    first = results[0][-1].model.state_dict()
-    for out in results[1:]:
-        other = out[-1].model.state_dict()
-        if any(not torch.equal(first[k], other[k]) for k in first):
-            raise RuntimeError("two repeats of the same de-poisoning returned different models")
+    if any(not same_weights(results[0][-1].model, out[-1].model) for out in results[1:]):
+        raise RuntimeError("two repeats of the same de-poisoning returned different models")
 
     def medians(rows: list[dict]) -> dict:
         out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -148,7 +153,14 @@ def run_seed(
     (poisoned, _), _, _ = timed(
         lambda: fit_from_scratch(spec, poisoned_copy(train, scenario), recipe)
     )
-    (clean_model, _), clean_cpu, clean_wall = timed(lambda: fit_from_scratch(spec, clean, recipe))
+    trainings = [
+        timed(lambda: fit_from_scratch(spec, clean, recipe)) for _ in range(args.train_repeats)
+    ]
+    clean_model = trainings[0][0][0]
+    if any(not same_weights(clean_model, t[0][0]) for t in trainings[1:]):
+        raise RuntimeError("two trainings of the clean model returned different weights")
+    clean_cpu = statistics.median(t[1] for t in trainings)
+    clean_wall = statistics.median(t[2] for t in trainings)
 
     config = DepoisonConfig.from_params(dp["config"])
     batch, gamma, overrides = dp["batch_size"], dp["cgs"]["gamma"], dp["cgs"]["overrides"]
@@ -204,6 +216,7 @@ def run_seed(
     out["cpu_s"] = {"clean_training": clean_cpu, "r_clean": r_clean_cpu, **cpu_med}
     out["wall_s"] = {"clean_training": clean_wall, **wall_med}
     out["cpu_totals"] = totals  # every repeat's R_poisoned + bases + loop
+    out["clean_training_cpu_all"] = [t[1] for t in trainings]
     cpu = out["cpu_s"]
     out["ratio"] = {
         "total": cpu["total"] / clean_cpu,
@@ -304,6 +317,12 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="de-poisonings timed per seed (medians reported)"
     )
+    parser.add_argument(
+        "--train-repeats",
+        type=int,
+        default=3,
+        help="timed trainings of the clean model per seed (median reported)",
+    )
     parser.add_argument("--pairs", type=int, default=5, help="class pairs whose labels flip")
     parser.add_argument("--per-class", type=int, default=40, help="flipped samples per class")
     parser.add_argument(
@@ -313,8 +332,8 @@ def main() -> None:
         help="JSON overrides of depoison.config, e.g. '{\"epochs\": 4}'",
     )
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.train_repeats < 1:
+        parser.error("--repeats and --train-repeats must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     for name in ("pgu", "pgu.core.training", "pgu.core.models"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -328,7 +347,7 @@ def main() -> None:
         f"\nDe-poisoning on digits, {args.pairs} class pairs × {args.per_class} flipped "
         f"samples per class, seeds {seeds[0]}–{seeds[-1]} (mean ± std), config overrides "
         f"{args.config or 'none'}; de-poisoning times: median of {args.repeats} after a "
-        "warm-up:\n"
+        f"warm-up, clean training: median of {args.train_repeats}:\n"
     )
     print(report(runs))
     print("\n" + json.dumps({"args": vars(args), "config": dp, "runs": runs}))
