@@ -312,8 +312,8 @@ def collect_representations(
     """Representation matrices R_l of the tracked layers over all samples in ``batches``.
 
     One forward pass in eval mode under ``torch.no_grad``; a forward pre-hook on each layer
-    turns its input into rows (``layer_rows``), casts them to float64 and adds rows^T rows to
-    a float64 accumulator, so the result does not depend on how the samples are batched
+    adds rows^T rows of its input's rows (``layer_gram``: those of ``layer_rows``, in float64)
+    to a float64 accumulator, so the result does not depend on how the samples are batched
     (beyond float64 round-off). The model is moved to ``device`` for the pass; its device,
     its (per-module) train/eval mode and its hooks are restored afterwards, even on error.
 
