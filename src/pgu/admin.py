@@ -54,7 +54,9 @@ def _file(args: argparse.Namespace) -> Path:
         rng = np.random.default_rng(args.seed)
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
     classes = [int(c) for c in args.classes.split(",")] if args.classes else []
-    return file_request(args.requests, ids, classes, note=args.note, request_id=args.id)
+    return file_request(
+        args.requests, ids, classes, note=args.note, request_id=args.id, purpose=args.purpose
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--random-fraction", type=float, help="forget this share of the train split")
     f.add_argument("--seed", type=int, default=0, help="seed of --random-fraction")
     f.add_argument("--note", default="", help="free text for the audit trail")
+    f.add_argument(
+        "--purpose",
+        choices=("forget", "depoison"),
+        default="forget",
+        help="depoison: the samples carry wrong labels; de-poison the model instead",
+    )
     f.add_argument("--id", help="request id (default req-NNNN)")
     f.add_argument("--requests", default=REQUESTS, help="request folder")
     f.add_argument("--index", default=INDEX, help="sample index table")

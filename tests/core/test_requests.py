@@ -47,6 +47,8 @@ def test_parse_valid_request(tmp_path):
         ("id: r1\nforget: {sample_ids: [1]}\nextra: 1\n", "unknown keys"),
         ("id: r1\nforget: [1, 2\n", "not valid YAML"),
         ("- 1\n- 2\n", "must be a mapping"),
+        ("id: r1\nforget: {sample_ids: [1]}\npurpose: clean\n", "purpose 'clean' is not one"),
+        ("id: r1\nforget: {classes: [1]}\npurpose: depoison\n", "mislabelled samples"),
     ],
 )
 def test_malformed_requests_are_rejected_with_their_reason(tmp_path, text, message):
@@ -110,3 +112,30 @@ def test_queue_must_chain_and_list_every_file(tmp_path):
     (tmp_path / "queue.yml").write_text("requests:\n  req-0001: {after: something}\n")
     with pytest.raises(RequestError, match="must start from 'original'"):
         read_queue(tmp_path)
+
+
+def test_depoison_requests_parse_file_and_keep_plain_files_unchanged(tmp_path):
+    plain = file_request(tmp_path, sample_ids=[5, 2])
+    bad = file_request(tmp_path, sample_ids=[4, 1], purpose="depoison", note="flipped labels")
+    assert "purpose" not in plain.read_text()  # a plain request's file is as it always was
+    assert "purpose: depoison" in bad.read_text()
+    r_plain, r_bad = load_requests(tmp_path)
+    assert (r_plain.purpose, r_plain.kind) == ("forget", "samples")
+    assert (r_bad.purpose, r_bad.kind, r_bad.sample_ids) == ("depoison", "depoison", (4, 1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "empty"),
+        ({"sample_ids": [1], "purpose": "clean"}, "purpose 'clean'"),
+        ({"classes": [1], "purpose": "depoison"}, "mislabelled"),
+        ({"sample_ids": [1], "request_id": "bad id"}, "letters, digits"),
+    ],
+)
+def test_file_request_refuses_bad_input_before_writing(tmp_path, kwargs, message):
+    file_request(tmp_path, sample_ids=[3])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RequestError, match=message):
+        file_request(tmp_path, **kwargs)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -187,3 +187,34 @@ def test_cgs_pipeline_previews_bases_without_writing_a_state(project):
     assert (table["gamma"] == 0.95).all()
     assert (project.path / "data/07_model_output/cgs_preview/spectrum.png").is_file()
     assert not (project.path / "data/06_models/states/req-0001").exists()
+
+
+def test_a_depoison_request_runs_the_depoisoning_loop_and_is_recorded(project):
+    """`purpose: depoison` runs METHOD §7's loop on the stored labels, through the same ledger."""
+    index = _train_ids(project)
+    ids = split_ids(index, "train")[:30].tolist()
+    file_request(project.path / REQUESTS, sample_ids=ids, purpose="depoison", note="bad labels")
+    project.run("unlearn")
+    ledger = read_ledger(project.path / "data/08_reporting/ledger.csv")
+    assert (ledger.loc[0, "kind"], ledger.loc[0, "n_samples"]) == ("depoison", 30)
+    report = project.path / "data/08_reporting/requests/req-0001"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["kind"] == "depoison"
+    params = metrics["parameters"]
+    assert "unlearn" not in params and params["depoison"]["trust_region"] is True
+    depoison_conf = yaml.safe_load(
+        (project.path / "conf/base/parameters_depoison.yml").read_text()
+    )["depoison"]["config"]
+    assert params["depoison"]["w_entropy"] == depoison_conf["w_entropy"]
+    # the loop pushes down the stored labels' probability: accuracy on them falls
+    assert metrics["forget_acc_after"] < metrics["forget_acc_before"]
+    assert ledger.loc[0, "forget_acc_after"] == round(metrics["forget_acc_after"], 6)
+    assert [h["epoch"] for h in metrics["history"]][0] == 0
+    assert all("forget_acc" in h and "val_acc" in h for h in metrics["history"])
+    assert (report / "unlearning.png").is_file()
+    states = project.path / "data/06_models/states"
+    _, meta = load_tensors(states / "req-0001/retain_stats.safetensors")
+    assert meta["n_forgotten_total"] == 30
+    bases, _ = load_tensors(states / "req-0001/bases.safetensors")
+    assert "classifier.fc2" in bases  # the trust-region layer keeps M itself, not N
+    assert ledger.loc[0, "output_model_sha256"] != ledger.loc[0, "input_model_sha256"]

@@ -31,10 +31,12 @@ from pgu.core.checkpoint import (
     tensors_to_bytes,
 )
 from pgu.core.data import SampleSet, split_set
+from pgu.core.depoisoning import DepoisonConfig, accuracy, depoison, depoison_bases
 from pgu.core.ledger import append_row
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
 from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
+from pgu.core.training import predict_logits
 from pgu.core.unlearning import UnlearnConfig, unlearn
 
 logger = logging.getLogger(__name__)
@@ -106,8 +108,12 @@ def execute_request(
     device: torch.device,
     batch_size: int = 256,
     replay: bool = False,
+    depoison_config: DepoisonConfig | None = None,
 ) -> dict:
     """Process one request and commit its state, report and ledger row.
+
+    A request with ``purpose: depoison`` is served by :func:`_depoison` (``depoison_config``,
+    default: :class:`DepoisonConfig`'s defaults) instead of unlearning; the rest is the same.
 
     Returns:
         The ledger row written.
@@ -138,19 +144,32 @@ def execute_request(
     )
     r_retain = retain_statistics(stats_in.tensors, r_forget, device=device)
     del r_forget  # derived from deleted samples only: never persisted
-    bases, summary = bases_from_params(r_retain, cgs_params, device=device)
-
-    classes = list(request.classes) or None
-    # the target and the guards read the original's val metrics (a later request's model has
-    # drifted); a request on the original itself needs no second evaluation
-    original = None if plan.after == ORIGINAL else stats_model
-    result = unlearn(
-        model, bases, forget, val, config, forget_classes=classes, device=device, original=original
-    )
+    if request.purpose == "depoison":
+        depoison_config = depoison_config or DepoisonConfig()
+        result, bases, summary = _depoison(
+            model, r_retain, forget, val, cgs_params, depoison_config, device
+        )
+        before, kept = result.history[0], _kept_record(result.history, result.kept_epoch)
+    else:
+        bases, summary = bases_from_params(r_retain, cgs_params, device=device)
+        classes = list(request.classes) or None
+        # the target and the guards read the original's val metrics (a later request's model
+        # has drifted); a request on the original itself needs no second evaluation
+        original = None if plan.after == ORIGINAL else stats_model
+        result = unlearn(
+            model,
+            bases,
+            forget,
+            val,
+            config,
+            forget_classes=classes,
+            device=device,
+            original=original,
+        )
+        # the loop evaluated both sets before it started and after every epoch it kept
+        before, kept = result.history[0], result.kept_record()
     compute_seconds = time.perf_counter() - compute_start
     out_model = result.model.cpu().eval()
-    # the loop evaluated both sets before it started and after every epoch it kept
-    before, kept = result.history[0], result.kept_record()
     forget_acc_before, val_acc_before = before["forget_acc"], before["val_acc"]
     forget_acc_after, val_acc_after = kept["forget_acc"], kept["val_acc"]
 
@@ -169,6 +188,7 @@ def execute_request(
 
     # Deterministic report (no clock times), so DVC can check reproductions byte for byte.
     report_dir = Path(reports_root) / request.id
+    loop = "depoison" if request.purpose == "depoison" else "unlearn"
     metrics = {
         "request_id": request.id,
         "kind": request.kind,
@@ -186,7 +206,7 @@ def execute_request(
         # what a replay needs besides the files the ledger hashes: the settings of this run
         "parameters": {
             "cgs": cgs_params,
-            "unlearn": asdict(config),
+            loop: asdict(depoison_config if loop == "depoison" else config),
             "representation_batch_size": batch_size,
         },
     }
@@ -233,6 +253,42 @@ def execute_request(
         val_acc_after,
     )
     return row
+
+
+def _depoison(
+    model: torch.nn.Module,
+    r_retain: dict[str, torch.Tensor],
+    forget: SampleSet,
+    val: SampleSet,
+    cgs_params: dict,
+    config: DepoisonConfig,
+    device: torch.device,
+) -> tuple:
+    """De-poison ``model`` on the request's samples with their stored (wrong) labels.
+
+    The bases come from the retain statistics, which no longer hold the mislabelled samples
+    (METHOD section 7: the clean data's CGS), the trust-region layer's as M itself. Every
+    history record gains ``forget_acc``, the accuracy on the stored labels, so the report and
+    the ledger read like an unlearning request's.
+
+    Returns:
+        (the ``DepoisonResult``, the bases, the per-layer summary).
+    """
+    tr_layer = config.trust_region_name(model)
+    bases, summary = depoison_bases(
+        r_retain, cgs_params["gamma"], cgs_params.get("overrides"), tr_layer
+    )
+
+    def forget_acc(m: torch.nn.Module) -> dict:
+        return {"forget_acc": accuracy(predict_logits(m, forget, device=device), forget.y)}
+
+    result = depoison(model, bases, forget, val, config, device=device, observe=forget_acc)
+    return result, bases, summary
+
+
+def _kept_record(history: list[dict], kept_epoch: int) -> dict:
+    """The accepted history record of epoch ``kept_epoch`` (what the kept model scored)."""
+    return [h for h in history if h["epoch"] == kept_epoch and h["accepted"]][-1]
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,14 @@ reference stops when *test* accuracy falls 5 points; test data never steers anyt
 The kept model is the epoch with the highest validation accuracy, the later one on a tie (it
 has de-poisoned further). Keeping epoch 0 - the poisoned model unchanged - is a WARNING.
 
-The poisoned ids as a deletion request: the scenario's ``sample_id`` column can be filed
-like any other request, e.g. ``pgu.core.requests.file_request(folder,
-sample_ids=scenario.sample_id.tolist(), note="label-flip poisoning")``, and the ``unlearn``
-pipeline then records it in the ledger (request and ids hashes, input/output model hashes).
-That route runs *sample removal* (the unlearning loss on the stored labels, against R_full of
-the original model), not this loop, so it is not part of the ``depoison`` pipeline: filing
-it would queue a removal request ahead of every later deletion request.
+Mislabelled samples as a deletion request: a request file with ``purpose: depoison`` (e.g.
+``pgu.core.requests.file_request(folder, sample_ids=ids, purpose="depoison")``) is served by
+the ``unlearn`` pipeline with this loop instead of unlearning: on the current model, the
+samples with their stored (wrong) labels as the poisoned set, bases from the retain statistics
+once the samples have left them, and ``depoison.config``. The ledger records it like any other
+request (kind ``depoison``), with the hashes of every file read and written. The ``depoison``
+pipeline, by contrast, plays the whole label-flip scenario (its own poisoned and clean models)
+and writes no ledger row.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ A request is one YAML file ``<folder>/<id>.yml``::
       sample_ids: [12, 40, 7]     # training samples to forget, and/or
       classes: [3]                # every not-yet-forgotten training sample of these classes
     note: free text for the audit trail
+    purpose: depoison             # optional: the named samples carry wrong labels (below)
+
+A request's ``purpose`` is ``forget`` (the default: unlearn the samples) or ``depoison``: the
+listed training samples were found to carry wrong labels, and the model is de-poisoned (METHOD
+section 7, ``pgu.core.depoisoning``) instead of made to forget them. Either way the samples leave
+the retain statistics and the ledger records the request (kind ``depoison`` for the latter).
 
 Requests are processed in the order of ``queue.yml`` beside them, which also tells DVC which
 state each request starts from. Validation happens for every pending request before anything is
@@ -27,6 +33,7 @@ import yaml
 from pgu.core.checkpoint import atomic_write_bytes, sha256_bytes
 
 QUEUE_FILE = "queue.yml"
+PURPOSES = ("forget", "depoison")
 ORIGINAL = "original"  # name of the state every queue starts from
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -46,6 +53,7 @@ class DeletionRequest:
         classes: classes whose remaining training samples are to be forgotten.
         note: free text.
         sha256: hash of the file's bytes (recorded in the ledger).
+        purpose: "forget" (unlearn the samples) or "depoison" (they carry wrong labels).
     """
 
     id: str
@@ -53,10 +61,14 @@ class DeletionRequest:
     classes: tuple[int, ...]
     note: str
     sha256: str
+    purpose: str = "forget"
 
     @property
     def kind(self) -> str:
-        """'classes' when whole classes are removed, else 'samples' (random-sample removal)."""
+        """'depoison' for a de-poisoning request; else 'classes' when whole classes are removed,
+        and 'samples' (random-sample removal) otherwise."""
+        if self.purpose == "depoison":
+            return "depoison"
         return "classes" if self.classes else "samples"
 
 
@@ -79,10 +91,12 @@ def parse_request(path: str | Path) -> DeletionRequest:
     except yaml.YAMLError as exc:
         raise RequestError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
-        raise RequestError(f"{path} must be a mapping with keys id, forget, note")
-    unknown = set(doc) - {"id", "forget", "note"}
+        raise RequestError(f"{path} must be a mapping with keys id, forget, note (and purpose)")
+    unknown = set(doc) - {"id", "forget", "note", "purpose"}
     if unknown:
-        raise RequestError(f"{path}: unknown keys {sorted(unknown)}; allowed: id, forget, note")
+        raise RequestError(
+            f"{path}: unknown keys {sorted(unknown)}; allowed: id, forget, note, purpose"
+        )
     if doc.get("id") != path.stem:
         raise RequestError(
             f"{path}: id {doc.get('id')!r} differs from the file name {path.stem!r}; "
@@ -97,7 +111,16 @@ def parse_request(path: str | Path) -> DeletionRequest:
     classes = _int_list(forget.get("classes"), "classes", path)
     if not ids and not classes:
         raise RequestError(f"{path}: the request is empty; list sample_ids or classes to forget")
-    return DeletionRequest(path.stem, ids, classes, str(doc.get("note") or ""), sha256_bytes(data))
+    purpose = doc.get("purpose", "forget")
+    if purpose not in PURPOSES:
+        raise RequestError(f"{path}: purpose {purpose!r} is not one of {list(PURPOSES)}")
+    if purpose == "depoison" and classes:
+        raise RequestError(
+            f"{path}: a de-poisoning request names the mislabelled samples; list them under "
+            "forget.sample_ids (a whole class cannot be mislabelled against itself)"
+        )
+    note = str(doc.get("note") or "")
+    return DeletionRequest(path.stem, ids, classes, note, sha256_bytes(data), purpose)
 
 
 def read_queue(folder: str | Path) -> list[dict]:
@@ -209,27 +232,40 @@ def file_request(
     classes: Sequence[int] = (),
     note: str = "",
     request_id: str | None = None,
+    purpose: str = "forget",
 ) -> Path:
     """Write a new request file and append it to the queue; returns the file's path.
 
     The id defaults to ``req-NNNN``, one more than the queue's length. Ids are only checked
-    against the sample index when the request is processed.
+    against the sample index when the request is processed. ``purpose="depoison"`` files the
+    samples as mislabelled (see the module docstring).
     """
     folder = Path(folder)
+    # any sequence of integers: a list, a numpy array, a tensor
+    sample_ids, classes = [int(i) for i in sample_ids], [int(c) for c in classes]
+    # what parse_request would refuse, refused before anything is written
+    if not sample_ids and not classes:
+        raise RequestError("the request is empty; give sample_ids or classes to forget")
+    if purpose not in PURPOSES:
+        raise RequestError(f"purpose {purpose!r} is not one of {list(PURPOSES)}")
+    if purpose == "depoison" and classes:
+        raise RequestError("a de-poisoning request names mislabelled samples: give sample_ids")
+    if request_id is not None and (not ID_PATTERN.match(request_id) or request_id == ORIGINAL):
+        raise RequestError(f"request id {request_id!r} must be letters, digits, - _ .")
     folder.mkdir(parents=True, exist_ok=True)
     queue = read_queue(folder)
     request_id = request_id or f"req-{len(queue) + 1:04d}"
     path = folder / f"{request_id}.yml"
     if path.exists() or any(q["id"] == request_id for q in queue):
         raise RequestError(f"{path} already exists; requests are immutable once filed")
-    # any sequence of integers: a list, a numpy array, a tensor
-    sample_ids, classes = [int(i) for i in sample_ids], [int(c) for c in classes]
     forget: dict = {}
     if sample_ids:
         forget["sample_ids"] = sample_ids
     if classes:
         forget["classes"] = classes
     doc = {"id": request_id, "forget": forget, "note": note}
+    if purpose != "forget":  # a plain request's file stays as it always was
+        doc["purpose"] = purpose
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
     atomic_write_bytes(path, text.encode())
     parse_request(path)  # refuse to queue what could not be read back

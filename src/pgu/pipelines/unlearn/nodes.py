@@ -9,6 +9,7 @@ import pandas as pd
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
 from pgu.core.deletion import RequestPlan, Workspace, execute_request
+from pgu.core.depoisoning import DepoisonConfig
 from pgu.core.ledger import read_ledger
 from pgu.core.training import resolve_device
 from pgu.core.unlearning import UnlearnConfig
@@ -24,14 +25,18 @@ def process_requests(
     cgs_params: dict,
     unlearn_params: dict,
     representation_params: dict,
+    depoison_params: dict,
 ) -> list[dict]:
     """Process each planned request in order; each is committed before the next starts.
+
+    Requests with ``purpose: depoison`` run the de-poisoning loop with ``depoison.config``.
 
     Returns:
         The ledger rows written by this run.
     """
     data = SampleSet.from_tensors(samples.tensors)
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
+    depoison_config = DepoisonConfig.from_params(depoison_params.get("config") or {})
     device = resolve_device(unlearn_params["device"])
     done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
     rows = []
@@ -49,6 +54,7 @@ def process_requests(
                 device,
                 batch_size=representation_params["batch_size"],
                 replay=plan.request.id in done,
+                depoison_config=depoison_config,
             )
         )
     if not rows:

@@ -20,6 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:cgs",
                     "params:unlearn",
                     "params:representation",
+                    "params:depoison",
                 ],
                 "unlearn_run",
                 name="process_requests",
