@@ -247,7 +247,8 @@ def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
         f"- output model `{row['output_model_sha256']}`",
         f"- statistics: in `{row['input_stats_sha256']}`, out `{row['output_stats_sha256']}`, "
         f"bases `{row['bases_sha256']}` (γ = {row['gamma']})",
-        f"- PGU stopped after {row['epochs_run']} epochs: `{row['stop_reason']}`",
+        f"- PGU stopped after {row['epochs_run']} epoch{'' if row['epochs_run'] == 1 else 's'}: "
+        f"`{row['stop_reason']}`",
         "",
         "## Models against the retrained gold standard",
         "",
