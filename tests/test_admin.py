@@ -38,11 +38,18 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
     assert "filed" in capsys.readouterr().out
     assert main(["file-request", "--random-fraction", "2.0", *common]) == 2
     assert "cannot draw" in capsys.readouterr().err
-    assert main(["file-request", "--ids", "5", "--purpose", "depoison", *common]) == 0
+    free = min(set(range(0, 16, 2)) - drawn)  # class 0, train, not yet forgotten
+    assert main(["file-request", "--ids", str(free), "--purpose", "depoison", *common]) == 0
     assert load_requests(folder)[-1].kind == "depoison"
-    assert main(["file-request", "--classes", "2", "--purpose", "depoison", *common]) == 2
+    assert main(["file-request", "--classes", "0", "--purpose", "depoison", *common]) == 2
     assert "sample_ids" in capsys.readouterr().err
     assert len(load_requests(folder)) == 4  # the refused request left nothing behind
+    # ids are checked against the index and the queue before anything is written
+    files = sorted(p.name for p in folder.iterdir())
+    for bad, message in (("1", "already forgotten"), ("999", "unknown sample ids")):
+        assert main(["file-request", "--ids", bad, *common]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == files
 
 
 def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):

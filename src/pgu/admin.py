@@ -7,7 +7,9 @@
     pgu-admin purge [--dry-run]
 
 Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
-``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it.
+``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it. When the sample index exists,
+the ids and classes are checked against it (and the requests already queued) first: a request
+cannot be edited once filed, so a bad one is refused before it is written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pgu.core.requests import RequestError, file_request, load_requests, resolve
+from pgu.core.requests import (
+    DeletionRequest,
+    RequestError,
+    file_request,
+    load_requests,
+    resolve,
+)
 from pgu.core.retention import purge_superseded
 
 REQUESTS = "data/01_raw/deletion_requests"
@@ -54,6 +62,11 @@ def _file(args: argparse.Namespace) -> Path:
         rng = np.random.default_rng(args.seed)
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
     classes = [int(c) for c in args.classes.split(",")] if args.classes else []
+    if Path(args.index).is_file() and (ids or classes):
+        index = pd.read_csv(args.index)
+        new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
+        num_classes = int(index["label"].max()) + 1
+        resolve(new, index, _already_requested(args.requests, index), num_classes)
     return file_request(
         args.requests, ids, classes, note=args.note, request_id=args.id, purpose=args.purpose
     )
