@@ -107,6 +107,12 @@ def test_bases_hold_m_itself_for_the_trust_region_layer(problem):
     assert [s["layer"] for s in lean_summary] == list(r)
     with pytest.raises(ValueError, match="has no statistics"):
         depoison_bases(r, 0.95, trust_region_layer="nope")
+    # the cgs block's eigh_dtype reaches every layer's decomposition, the trust region's too
+    f32, _ = depoison_bases(r, 0.95, trust_region_layer="head", eigh_dtype="float32")
+    want, _ = compute_bases({"head": r["head"]}, 0.95, lean=False, eigh_dtype="float32")
+    assert torch.equal(f32["head"], want["head"])
+    with pytest.raises(ValueError, match="eigh_dtype"):
+        depoison_bases(r, 0.95, trust_region_layer="head", eigh_dtype="float16")
 
 
 def test_depoisoning_undoes_the_flips_and_returns_a_plain_model(problem):

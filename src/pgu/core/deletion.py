@@ -276,7 +276,12 @@ def _depoison(
     """
     tr_layer = config.trust_region_name(model)
     bases, summary = depoison_bases(
-        r_retain, cgs_params["gamma"], cgs_params.get("overrides"), tr_layer
+        r_retain,
+        cgs_params["gamma"],
+        cgs_params.get("overrides"),
+        tr_layer,
+        eigh_dtype=cgs_params.get("eigh_dtype", "float64"),
+        device=device,
     )
 
     def forget_acc(m: torch.nn.Module) -> dict:

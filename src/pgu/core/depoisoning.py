@@ -167,6 +167,8 @@ def depoison_bases(
     gamma: float = 0.95,
     overrides: Mapping[str, float] | None = None,
     trust_region_layer: str | None = None,
+    eigh_dtype: str = "float64",
+    device: str | torch.device | None = None,
 ) -> tuple[dict[str, Tensor], list[dict]]:
     """CGS bases of the clean samples' representation matrices, ready for :func:`depoison`.
 
@@ -179,24 +181,26 @@ def depoison_bases(
         gamma: default threshold in (0, 1].
         overrides: per-layer thresholds ``{layer: gamma_l}``.
         trust_region_layer: the layer that will learn a TRGP scale (None: no such layer).
+        eigh_dtype, device: as in ``compute_bases`` (the ``cgs`` block's ``eigh_dtype``).
 
     Returns:
         ``(bases, summary)`` as from ``compute_bases``, the summary in ``r_clean`` order.
     """
     overrides = dict(overrides or {})
+    common = {"eigh_dtype": eigh_dtype, "device": device}
     if trust_region_layer is None:
-        return compute_bases(r_clean, gamma, overrides)
+        return compute_bases(r_clean, gamma, overrides, **common)
     if trust_region_layer not in r_clean:
         raise ValueError(
             f"trust-region layer {trust_region_layer!r} has no statistics; layers: {list(r_clean)}"
         )
     rest = {name: r for name, r in r_clean.items() if name != trust_region_layer}
     bases, summary = compute_bases(
-        rest, gamma, {k: v for k, v in overrides.items() if k != trust_region_layer}
+        rest, gamma, {k: v for k, v in overrides.items() if k != trust_region_layer}, **common
     )
     tr_gamma = {k: v for k, v in overrides.items() if k == trust_region_layer}
     tr_bases, tr_summary = compute_bases(
-        {trust_region_layer: r_clean[trust_region_layer]}, gamma, tr_gamma, lean=False
+        {trust_region_layer: r_clean[trust_region_layer]}, gamma, tr_gamma, lean=False, **common
     )
     order = {name: i for i, name in enumerate(r_clean)}
     summary = sorted(summary + tr_summary, key=lambda s: order[s["layer"]])
