@@ -149,7 +149,6 @@ def execute_request(
         result, bases, summary = _depoison(
             model, r_retain, forget, val, cgs_params, depoison_config, device
         )
-        before, kept = result.history[0], _kept_record(result.history, result.kept_epoch)
     else:
         bases, summary = bases_from_params(r_retain, cgs_params, device=device)
         classes = list(request.classes) or None
@@ -166,10 +165,10 @@ def execute_request(
             device=device,
             original=original,
         )
-        # the loop evaluated both sets before it started and after every epoch it kept
-        before, kept = result.history[0], result.kept_record()
     compute_seconds = time.perf_counter() - compute_start
     out_model = result.model.cpu().eval()
+    # both loops evaluated forget and val before they started and after every epoch they kept
+    before, kept = result.history[0], result.kept_record()
     forget_acc_before, val_acc_before = before["forget_acc"], before["val_acc"]
     forget_acc_after, val_acc_after = kept["forget_acc"], kept["val_acc"]
 
@@ -289,11 +288,6 @@ def _depoison(
 
     result = depoison(model, bases, forget, val, config, device=device, observe=forget_acc)
     return result, bases, summary
-
-
-def _kept_record(history: list[dict], kept_epoch: int) -> dict:
-    """The accepted history record of epoch ``kept_epoch`` (what the kept model scored)."""
-    return [h for h in history if h["epoch"] == kept_epoch and h["accepted"]][-1]
 
 
 @dataclass(frozen=True)

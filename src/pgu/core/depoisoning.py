@@ -161,6 +161,12 @@ class DepoisonResult:
     lr_scale: float
     trust_region_layer: str | None
 
+    def kept_record(self) -> dict:
+        """The history record of the kept weights (what the returned model scored)."""
+        return next(
+            r for r in reversed(self.history) if r["epoch"] == self.kept_epoch and r["accepted"]
+        )
+
 
 def depoison_bases(
     r_clean: Mapping[str, Tensor],
