@@ -139,15 +139,18 @@ def test_cifar10_catalog_moves_every_file_backed_entry():
 
 
 def test_cifar10_changes_only_the_device_of_the_other_blocks():
-    """Unlearning, statistics and evaluation settings are conf/base's; only the device moves."""
+    """Unlearning, statistics and evaluation settings are conf/base's; only the device moves,
+    and the shadow-model attack is off (each pair is two more SmallVGG trainings per request)."""
     base = _yaml_blocks("base", "parameters*.yml")
     cifar = _yaml_blocks("cifar10", "parameters*.yml")
+    assert cifar["evaluate"]["n_shadow"] == 0
     for name in ("unlearn", "representation", "evaluate"):
         assert cifar[name]["device"] == "auto", name
-        rest = {k: v for k, v in cifar[name].items() if k != "device"}
-        assert rest == {k: v for k, v in base[name].items() if k != "device"}, (
+        moved = {"device", "n_shadow"}
+        rest = {k: v for k, v in cifar[name].items() if k not in moved}
+        assert rest == {k: v for k, v in base[name].items() if k not in moved}, (
             f"conf/cifar10/parameters_{name}.yml has drifted from conf/base: copy base's block "
-            "again and keep device: auto"
+            "again and keep device: auto (and n_shadow: 0)"
         )
     assert cifar["train"]["device"] == "auto"
 

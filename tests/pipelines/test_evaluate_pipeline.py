@@ -42,15 +42,33 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
         report = (reports / rid / "report.md").read_text()
         assert "| retrained |" in report and "× retraining" in report
         assert (reports / rid / "mia.png").read_bytes()[:4] == b"\x89PNG"
+        # The shadow-model attack (2 pairs by default) scores every model but the reference.
+        shadow = ev["shadow_attack"]
+        assert shadow["n_pairs"] == 2 and shadow["informative"] == (shadow["held_out_auc"] >= 0.55)
+        for name, row in models.items():
+            assert 0.0 <= row["shadow_member_rate"] <= 1.0
+            if name != "retrained":
+                assert row["d_shadow_auc"] == pytest.approx(abs(row["shadow_auc"] - 0.5))
+        expected = {"within", "outside"} if shadow["informative"] else {"uninformative"}
+        assert ev["verdicts"]["pgu"]["d_shadow_auc"] in expected
+        assert "## Shadow-model attack" in report
+        assert (reports / rid / "shadow.png").read_bytes()[:4] == b"\x89PNG"
     # Class removal: PGU removes class 3 from test predictions, the retrained model never saw it.
     classes = json.loads((reports / "req-0002/evaluation.json").read_text())["models"]
     assert classes["pgu"]["test_forget_class_acc"] <= 0.1
     assert classes["retrained"]["test_forget_class_acc"] == 0.0
+    # Models that never saw class 3 answer unlike those that did: the attack tells them apart
+    # on shadow pairs it was not fitted on, and tells the original model from retrained.
+    attack = json.loads((reports / "req-0002/evaluation.json").read_text())["shadow_attack"]
+    assert attack["informative"] and attack["held_out_auc"] > 0.9
+    assert classes["original"]["shadow_auc"] > 0.9
+    assert classes["original"]["shadow_member_rate"] > classes["retrained"]["shadow_member_rate"]
     # The gold standard is cached: a second evaluation retrains nothing and gives the same numbers.
-    gold = project.path / "data/06_models/retrained/req-0001/model.safetensors"
-    stamp = gold.stat().st_mtime_ns
+    cached = project.path / "data/06_models/retrained/req-0001"
+    kept = [cached / "model.safetensors", cached / "shadow/1-without/model.safetensors"]
+    stamps = [path.stat().st_mtime_ns for path in kept]
     project.run("evaluate", params=FAST | {"evaluate": {"request_id": "req-0001", "baselines": []}})
-    assert gold.stat().st_mtime_ns == stamp
+    assert [path.stat().st_mtime_ns for path in kept] == stamps
 
     shutil_nb = project.path / "notebooks"
     shutil_nb.mkdir()

@@ -5,6 +5,10 @@ from scratch without everything forgotten up to k (the gold standard, cached by 
 ids, architecture and recipe); PGU's model after k; and each baseline run on the same request
 from the same starting state as PGU. Results go to ``<reports>/<request_id>/``:
 ``evaluation.json`` (deterministic numbers, for DVC), ``report.md`` (with times) and plots.
+
+With ``n_shadow`` > 0 the audit also trains that many pairs of shadow models (with and without
+the forget set, from seeds other than the original's; cached beside the gold standard) and
+runs the shadow-model attack of ``pgu.core.shadow`` on every model.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +38,10 @@ from pgu.core.evaluation import (
     gold_key,
     verdicts,
 )
-from pgu.core.metrics import entropy
+from pgu.core.metrics import entropy, softmax_outputs
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL
+from pgu.core.shadow import fit_shadow_attack
 from pgu.core.training import TrainRecipe, fit_from_scratch
 from pgu.core.unlearning import UnlearnConfig
 
@@ -66,11 +72,13 @@ def gold_standard(
     spec: dict,
     recipe: TrainRecipe,
     device: torch.device,
+    label: str = "gold standard",
 ) -> tuple[nn.Module, float]:
     """The model retrained without ``forgotten``; trained once per ids/spec/recipe, then cached.
 
     The cache folder holds only deterministic bytes (the model and its cache key), so DVC can
     check reproductions; the retraining time goes to ``timing_path`` beside the report.
+    ``label`` names the model in the log (shadow models are trained the same way).
 
     Returns:
         (model, seconds the retraining took when it was trained; NaN if that was not recorded).
@@ -79,14 +87,14 @@ def gold_standard(
     model_path, info_path = cache_dir / "model.safetensors", cache_dir / "gold.json"
     if model_path.is_file() and info_path.is_file():
         if json.loads(info_path.read_text()).get("key") == key:
-            logger.info("gold standard: cached %s", model_path)
+            logger.info("%s: cached %s", label, model_path)
             seconds = math.nan
             if timing_path.is_file():
                 timing = json.loads(timing_path.read_text())
                 seconds = timing["seconds"] if timing.get("key") == key else math.nan
             return model_from_bytes(model_path.read_bytes(), str(model_path)), seconds
     train = split_set(samples, index, "train").without_ids(forgotten)
-    logger.info("gold standard: retraining %s on %d samples", spec["name"], len(train))
+    logger.info("%s: training %s on %d samples", label, spec["name"], len(train))
     start = time.perf_counter()
     model, _ = fit_from_scratch(spec, train, recipe, device=device)
     seconds = time.perf_counter() - start
@@ -94,6 +102,103 @@ def gold_standard(
     atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
     atomic_write_bytes(timing_path, json.dumps({"key": key, "seconds": seconds}).encode())
     return model, seconds
+
+
+def check_shadow_params(params: dict) -> int:
+    """The number of shadow pairs ``evaluate.n_shadow`` asks for (0: off), checked up front.
+
+    Raises:
+        ValueError: not an integer, negative, 1, or ``shadow_min_power`` outside [0.5, 1].
+    """
+    n = params.get("n_shadow") or 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n == 1:
+        raise ValueError(
+            f"evaluate.n_shadow must be 0 (no shadow-model attack) or an integer >= 2, got {n!r}: "
+            "the attack's power is measured on a pair of shadow models it was not fitted on"
+        )
+    power = params.get("shadow_min_power", 0.55)
+    if isinstance(power, bool) or not isinstance(power, int | float) or not 0.5 <= power <= 1:
+        raise ValueError(f"evaluate.shadow_min_power must be an AUC in [0.5, 1], got {power!r}")
+    return n
+
+
+def shadow_pairs(
+    cache_dir: Path,
+    timing_dir: Path,
+    known: np.ndarray,
+    forgotten: np.ndarray,
+    samples: SampleSet,
+    index: pd.DataFrame,
+    spec: dict,
+    recipe: TrainRecipe,
+    n_pairs: int,
+    device: torch.device,
+) -> tuple[list[nn.Module], list[nn.Module], float]:
+    """``n_pairs`` pairs of shadow models, each cached like the gold standard.
+
+    Pair s is trained with ``recipe`` under seed ``recipe.seed + 1 + s`` (never the original's):
+    one model on the train split minus ``known`` (everything forgotten before this request, so
+    it still holds the forget set), one minus ``forgotten`` (also this request's samples).
+
+    Returns:
+        (models with the forget set, models without it, seconds their trainings took).
+    """
+    with_set, without_set, seconds = [], [], 0.0
+    for s in range(n_pairs):
+        shadow_recipe = replace(recipe, seed=recipe.seed + 1 + s)
+        sides = ((known, with_set, "with"), (forgotten, without_set, "without"))
+        for excluded, models, tag in sides:
+            model, took = gold_standard(
+                cache_dir / f"{s}-{tag}",
+                timing_dir / f"{s}-{tag}.json",
+                excluded,
+                samples,
+                index,
+                spec,
+                shadow_recipe,
+                device,
+                label=f"shadow model {s} ({tag} the forget set)",
+            )
+            models.append(model)
+            seconds += took  # NaN when a cached model's time was not recorded
+    return with_set, without_set, seconds
+
+
+def shadow_rows(
+    attack_inputs: tuple[list[nn.Module], list[nn.Module]],
+    evals: dict,
+    sets: EvalSets,
+    min_power: float,
+    device: torch.device,
+) -> tuple[dict[str, dict[str, float]], dict]:
+    """Run the shadow-model attack on every evaluated model's forget-set outputs.
+
+    Returns:
+        (per model: shadow_member_rate, and except for the gold standard shadow_auc against it
+        and d_shadow_auc = |shadow_auc - 0.5|; the attack's summary: pairs, held-out AUC and
+        whether that reaches ``min_power``).
+    """
+    with_set, without_set = attack_inputs
+    attack = fit_shadow_attack(
+        [softmax_outputs(m, sets.forget, device=device) for m in with_set],
+        [softmax_outputs(m, sets.forget, device=device) for m in without_set],
+        sets.forget.y.cpu(),
+    )
+    gold_probs = evals[GOLD].probs["forget"]
+    rows = {}
+    for name, ev in evals.items():
+        row = {"shadow_member_rate": attack.member_rate(ev.probs["forget"])}
+        if name != GOLD:
+            auc = attack.auc_against(ev.probs["forget"], gold_probs)
+            row.update(shadow_auc=auc, d_shadow_auc=abs(auc - 0.5))
+        rows[name] = row
+    info = {
+        "n_pairs": attack.n_pairs,
+        "held_out_auc": attack.held_out_auc,
+        "min_power": min_power,
+        "informative": attack.held_out_auc >= min_power,
+    }
+    return rows, info
 
 
 def _markdown_table(rows: dict[str, dict], seconds: dict[str, float]) -> str:
@@ -203,6 +308,28 @@ def audit_request(
             rows[name].update(distance_to_gold(ev, evals[GOLD]))
     rows = {GOLD: rows.pop(GOLD), **rows}  # the reference row first
     tolerances = params.get("tolerances") or {}
+    shadow, shadow_seconds = None, math.nan
+    n_shadow = check_shadow_params(params)
+    if n_shadow:
+        known = np.setdiff1d(forgotten, plan.forget_ids)  # forgotten before this request
+        pairs = shadow_pairs(
+            gold_cache / "shadow",
+            out / "shadow_time",
+            known,
+            forgotten,
+            samples,
+            index,
+            spec,
+            recipe,
+            n_shadow,
+            device,
+        )
+        shadow_seconds = pairs[2]
+        found, shadow = shadow_rows(
+            pairs[:2], evals, sets, float(params.get("shadow_min_power", 0.55)), device
+        )
+        for name, extra in found.items():
+            rows[name].update(extra)
     summary = {
         "request_id": request.id,
         "kind": request.kind,
@@ -213,6 +340,12 @@ def audit_request(
         "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
         "tolerances": tolerances,
     }
+    if shadow is not None:
+        summary["shadow_attack"] = shadow
+        if not shadow["informative"]:  # a powerless attack cannot vouch for anything
+            for v in summary["verdicts"].values():
+                if "d_shadow_auc" in v:
+                    v["d_shadow_auc"] = "uninformative"
     atomic_write_bytes(out / "evaluation.json", json.dumps(summary, indent=1).encode())
     ents = {n: entropy(evals[n].probs["forget"]).numpy() for n in ("original", GOLD, "pgu")}
     atomic_write_bytes(
@@ -226,13 +359,58 @@ def audit_request(
         out / "mia.png",
         plots.png_bytes(plots.method_bars(rates, "forget samples called member (%)", request.id)),
     )
-    report = _report(summary, ledger_row, seconds)
+    if shadow is not None:
+        aucs = {n: r["shadow_auc"] for n, r in rows.items() if n != GOLD}
+        figure = plots.method_bars(aucs, "shadow attack AUC vs retrained (%)", request.id, 0.5)
+    else:  # DVC declares the plot: say why it is empty
+        figure = plots.message("shadow-model attack off (evaluate.n_shadow = 0)", request.id)
+    atomic_write_bytes(out / "shadow.png", plots.png_bytes(figure))
+    report = _report(summary, ledger_row, seconds, shadow_seconds)
     atomic_write_bytes(out / "report.md", report.encode())
     logger.info("%s: report written to %s", request.id, out / "report.md")
     return summary
 
 
-def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
+def _shadow_section(summary: dict, seconds: float) -> list[str]:
+    info, rows = summary["shadow_attack"], summary["models"]
+    power = info["held_out_auc"]
+    lines = [
+        "## Shadow-model attack",
+        "",
+        f"{info['n_pairs']} pairs of shadow models (trained with and without the forget set, "
+        "seeds other than the original's) taught a logistic regression to tell, from a model's "
+        "softmax output and the label, whether it trained on a forget sample. On a pair it was "
+        f"not fitted on it scores AUC {power:.3f}.",
+        "",
+    ]
+    if not info["informative"]:
+        lines += [
+            f"That is below {info['min_power']}: the attack cannot tell a model trained on this "
+            "forget set from one that was not, so its verdicts below say nothing either way.",
+            "",
+        ]
+    lines += [
+        "AUC against retrained: how well its scores tell a model's outputs on the forget set "
+        "from the retrained model's (0.5 ideal; above: the model still looks trained on the "
+        "forget set; below: it looks less trained on it than retrained does).",
+        "",
+        "| model | AUC vs retrained | called member % |",
+        "|---|---:|---:|",
+    ]
+    for name, r in rows.items():
+        auc = r.get("shadow_auc")
+        lines.append(
+            f"| {name} | {'–' if auc is None else f'{auc:.3f}'} | "
+            f"{100 * r['shadow_member_rate']:.1f} |"
+        )
+    if not math.isnan(seconds):
+        lines += ["", f"Training the {2 * info['n_pairs']} shadow models took {seconds:.2f} s."]
+    return lines + [""]
+
+
+def _report(
+    summary: dict, row: dict, seconds: dict[str, float], shadow_seconds: float = math.nan
+) -> str:
     rows = summary["models"]
     gold_s = seconds[GOLD]
     lines = [
@@ -274,12 +452,18 @@ def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
     for name, s in seconds.items():
         if name != GOLD:
             lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining")
-    lines += ["", "## Verdicts (PGU)", ""]
+    lines.append("")
+    if "shadow_attack" in summary:
+        lines += _shadow_section(summary, shadow_seconds)
+    lines += ["## Verdicts (PGU)", ""]
     tol = summary["tolerances"]
     for key, verdict in summary["verdicts"].get("pgu", {}).items():
         value = rows["pgu"][key]
         bound = f"≥ {1 - tol[key]:.3f}" if key == "tow" else f"≤ {tol[key]}"
-        lines.append(f"- {key} = {value:.4f}: **{verdict}** the tolerance ({bound})")
+        if verdict == "uninformative":
+            lines.append(f"- {key} = {value:.4f}: **uninformative** (the attack has no power)")
+        else:
+            lines.append(f"- {key} = {value:.4f}: **{verdict}** the tolerance ({bound})")
     lines += [
         "",
         "## Plots",
@@ -287,6 +471,7 @@ def _report(summary: dict, row: dict, seconds: dict[str, float]) -> str:
         "![unlearning curve](unlearning.png)",
         "![entropy on the forget set](entropy.png)",
         "![membership inference](mia.png)",
+        *(["![shadow-model attack](shadow.png)"] if "shadow_attack" in summary else []),
         "![spectra](spectrum.png)",
         "",
     ]

@@ -107,14 +107,32 @@ def entropy_histograms(entropies: Mapping[str, Sequence[float]], title: str = ""
     return fig
 
 
-def method_bars(values: Mapping[str, float], ylabel: str, title: str = "") -> Figure:
-    """One bar per method (e.g. the attack's member rate on the forget set)."""
+def method_bars(
+    values: Mapping[str, float], ylabel: str, title: str = "", ideal: float | None = None
+) -> Figure:
+    """One bar per method (e.g. the attack's member rate on the forget set), in percent.
+
+    ``ideal`` (a fraction) draws a dashed line where a perfect method's bar would end.
+    """
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(values)
     ax.bar(names, [100 * values[n] for n in names], color="tab:blue")
     for i, n in enumerate(names):
         ax.text(i, 100 * values[n], f"{100 * values[n]:.1f}", ha="center", va="bottom", fontsize=8)
+    if ideal is not None:
+        ax.axhline(100 * ideal, color="k", linestyle="--", linewidth=1, label="ideal")
+        ax.legend(fontsize=8)
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def message(text: str, title: str = "") -> Figure:
+    """A figure that only says ``text`` (where a plot is declared but has nothing to show)."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    ax.set_title(title)
     fig.tight_layout()
     return fig

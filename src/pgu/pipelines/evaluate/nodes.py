@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pgu.core import plots
-from pgu.core.audit import audit_request
+from pgu.core.audit import audit_request, check_shadow_params
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
 from pgu.core.deletion import Workspace, plan_requests
@@ -35,6 +35,7 @@ def evaluate_requests(
     Returns:
         One evaluation summary per audited request (each also written to its report folder).
     """
+    check_shadow_params(params)  # before any training
     data = SampleSet.from_tensors(samples.tensors)
     ledger = read_ledger(workspace.ledger_path)
     processed = set(ledger["request_id"].astype(str))
