@@ -13,7 +13,10 @@ benchmark's seed).
 Prints a markdown table (mean ± std over seeds) of the three models per scenario, the issue's
 targets with whether they hold, a table per scenario of every method's distance to the
 retrained model (``distance_to_gold``) with its time relative to retraining, and one JSON line
-with every number.
+with every number. With ``--shadow N`` the shadow-model attack of the evaluate pipeline
+(``pgu.core.shadow``) also runs on every request: N pairs of shadow models per request and
+seed (seeds 1000 * (seed + 1) + s, never an original's), and the distance table gains each
+method's AUC against retrained (0.5 ideal).
 
     PYTHONPATH=src .venv/bin/python bench/quality.py --seeds 3
 
@@ -43,6 +46,7 @@ from pgu.core.data import SampleSet, split_set
 from pgu.core.evaluation import GOLD_SETS, ModelEval, distance_to_gold
 from pgu.core.metrics import entropy, entropy_attack, js_divergence, softmax_outputs, tug_of_war
 from pgu.core.representation import collect_representations
+from pgu.core.shadow import fit_shadow_attack
 from pgu.core.training import TrainRecipe, fit_from_scratch
 from pgu.core.unlearning import UnlearnConfig, unlearn
 from pgu.pipelines.data.nodes import bundle_samples, load_raw_data, split_samples
@@ -170,6 +174,7 @@ def run_scenario(
     request_repeats: int,
     baselines: list[str],
     finetune_recipe: TrainRecipe,
+    shadow: int = 0,
 ) -> dict:
     """Retrain, unlearn and run the baselines on one request; return metrics and timings.
 
@@ -257,6 +262,7 @@ def run_scenario(
         "original": gold_distance(out["original"], orig_probs, ref, ref_probs),
     }
     distances["pgu"].update(time_ratio=request_s / retrain_s, cpu_ratio=request_cpu / retrain_cpu)
+    forget_probs = {"pgu": pgu_probs["forget"], "original": orig_probs["forget"]}
     out["baselines"] = {}
     for method in baselines:
         ctx = BaselineContext(retain=retain if method in NEEDS_RETAIN else None, **ctx_args)
@@ -269,6 +275,7 @@ def run_scenario(
         row, probs = evaluate(model, sets, ref_probs, forget_class, seed, attack_repeats)
         row["tow"] = tug_of_war({k: row[k] for k in accs}, {k: ref[k] for k in accs})
         out["baselines"][method] = dict(row, time_s=wall, cpu_s=cpu)
+        forget_probs[method] = probs["forget"]
         distances[method] = dict(
             gold_distance(row, probs, ref, ref_probs),
             time_ratio=wall / retrain_s,
@@ -277,8 +284,33 @@ def run_scenario(
         logger.info(
             "%s seed %d: %s %.2fs (%.3f x retraining)", name, seed, method, wall, wall / retrain_s
         )
+    if shadow:
+        attack = shadow_attack(spec, train, retain, forget, recipe, seed, shadow)
+        out["shadow_held_out_auc"] = attack.held_out_auc
+        for method, probs in forget_probs.items():
+            distances[method]["shadow_auc"] = attack.auc_against(probs, ref_probs["forget"])
+        logger.info("%s seed %d: shadow attack held-out AUC %.3f", name, seed, attack.held_out_auc)
     out["distance"] = distances
     return out
+
+
+def shadow_attack(
+    spec: dict,
+    train: SampleSet,
+    retain: SampleSet,
+    forget: SampleSet,
+    recipe: TrainRecipe,
+    seed: int,
+    pairs: int,
+):
+    """The evaluate pipeline's shadow-model attack: ``pairs`` pairs trained on train / retain."""
+    with_set, without = [], []
+    for s in range(pairs):
+        shadow_recipe = TrainRecipe.from_params(dict(recipe.__dict__, seed=1000 * (seed + 1) + s))
+        for data, outputs in ((train, with_set), (retain, without)):
+            model, _ = fit_from_scratch(spec, data, shadow_recipe)
+            outputs.append(softmax_outputs(model, forget))
+    return fit_shadow_attack(with_set, without, forget.y)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -295,6 +327,8 @@ def summarise(runs: list[dict], scenario: str) -> dict:
     out["time_ratio"] = mean_std([r["time_ratio"] for r in rows])
     out["cpu_ratio"] = mean_std([r["cpu_ratio"] for r in rows])
     out["stop_reasons"] = [r["pgu"]["stop_reason"] for r in rows]
+    if "shadow_held_out_auc" in rows[0]:
+        out["shadow_held_out_auc"] = mean_std([r["shadow_held_out_auc"] for r in rows])
     out["distance"] = {
         method: {k: mean_std([r["distance"][method][k] for r in rows]) for k in values}
         for method, values in rows[0]["distance"].items()
@@ -361,6 +395,7 @@ DISTANCE_COLUMNS = (
     ("js_forget", "JS forget", 1, 4),
     ("js_test", "JS test", 1, 4),
     ("d_mia_member_rate", "Δattack rate (pt)", 100, 2),
+    ("shadow_auc", "shadow AUC", 1, 3),
     ("time_ratio", "time ÷ retraining", 1, 3),
 )
 DISTANCE_ROWS = ("pgu", *BASELINES, "original")
@@ -369,17 +404,20 @@ DISPLAY_NAMES = {"pgu": "PGU", "ft": "FT", "ng": "NG", "rl": "RL"}
 
 def distance_table(summary: dict, title: str) -> str:
     """Every method's distance to the retrained model (mean ± std over seeds), and its time."""
+    columns = [  # the shadow AUC only when the attack ran
+        c for c in DISTANCE_COLUMNS if any(c[0] in row for row in summary["distance"].values())
+    ]
     lines = [
         f"**{title}**",
         "",
-        "| method | " + " | ".join(label for _, label, _, _ in DISTANCE_COLUMNS) + " |",
-        "|---|" + "---|" * len(DISTANCE_COLUMNS),
+        "| method | " + " | ".join(label for _, label, _, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for method in DISTANCE_ROWS:
         if method not in summary["distance"]:
             continue
         cells = []
-        for key, _, scale, digits in DISTANCE_COLUMNS:
+        for key, _, scale, digits in columns:
             if key in summary["distance"][method]:
                 m, s = summary["distance"][method][key]
                 cells.append(f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}")
@@ -387,6 +425,12 @@ def distance_table(summary: dict, title: str) -> str:
                 cells.append("–")
         name = DISPLAY_NAMES.get(method, method)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "shadow_held_out_auc" in summary:
+        m, s = summary["shadow_held_out_auc"]
+        lines += [
+            "",
+            f"Shadow attack's AUC on a held-out shadow pair (its power): {m:.3f} ± {s:.3f}",
+        ]
     return "\n".join(lines)
 
 
@@ -473,8 +517,17 @@ def main() -> None:
         help="comma list of baselines to run, or 'none' "
         "(default: evaluate.baselines of conf/base/parameters_evaluate.yml)",
     )
+    parser.add_argument(
+        "--shadow",
+        type=int,
+        default=0,
+        help="pairs of shadow models per request and seed for the shadow-model attack "
+        "(0: off; else >= 2)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at INFO level")
     args = parser.parse_args()
+    if args.shadow == 1 or args.shadow < 0:
+        parser.error("--shadow must be 0 (off) or at least 2")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -524,6 +577,7 @@ def main() -> None:
             finetune_recipe=TrainRecipe.from_params(
                 dict(evaluate_params["finetune_recipe"], seed=seed)
             ),
+            shadow=args.shadow,
         )
         runs.append(
             run_scenario("classes", forget_ids=class_ids, forget_class=args.forget_class, **common)

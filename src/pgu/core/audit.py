@@ -165,7 +165,8 @@ def shadow_pairs(
 
 
 def shadow_rows(
-    attack_inputs: tuple[list[nn.Module], list[nn.Module]],
+    with_set: list[nn.Module],
+    without_set: list[nn.Module],
     evals: dict,
     sets: EvalSets,
     min_power: float,
@@ -178,7 +179,6 @@ def shadow_rows(
         and d_shadow_auc = |shadow_auc - 0.5|; the attack's summary: pairs, held-out AUC and
         whether that reaches ``min_power``).
     """
-    with_set, without_set = attack_inputs
     attack = fit_shadow_attack(
         [softmax_outputs(m, sets.forget, device=device) for m in with_set],
         [softmax_outputs(m, sets.forget, device=device) for m in without_set],
@@ -312,7 +312,7 @@ def audit_request(
     n_shadow = check_shadow_params(params)
     if n_shadow:
         known = np.setdiff1d(forgotten, plan.forget_ids)  # forgotten before this request
-        pairs = shadow_pairs(
+        with_set, without_set, shadow_seconds = shadow_pairs(
             gold_cache / "shadow",
             out / "shadow_time",
             known,
@@ -324,10 +324,8 @@ def audit_request(
             n_shadow,
             device,
         )
-        shadow_seconds = pairs[2]
-        found, shadow = shadow_rows(
-            pairs[:2], evals, sets, float(params.get("shadow_min_power", 0.55)), device
-        )
+        power = float(params.get("shadow_min_power", 0.55))
+        found, shadow = shadow_rows(with_set, without_set, evals, sets, power, device)
         for name, extra in found.items():
             rows[name].update(extra)
     summary = {
