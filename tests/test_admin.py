@@ -81,3 +81,53 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
     assert not files[("original", "retain_stats.safetensors")].exists()
     assert files[("req-0002", "model.safetensors")].exists()
     assert ledger.read_text().count("req-0001") == 1  # the ledger keeps its rows
+
+
+def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
+    """req-0001's gold standard saw req-0002's samples; a shadow "with" model saw its own."""
+    states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
+    retrained = tmp_path / "retrained"
+    objects = {}
+    for rid in ("req-0001", "req-0002"):
+        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
+        (states / rid).mkdir(parents=True)
+        for name in (
+            "model.safetensors",
+            "gold.json",
+            *(f"shadow/{s}-{tag}/model.safetensors" for s in (0, 1) for tag in ("with", "without")),
+        ):
+            path = retrained / rid / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{rid}/{name}".encode())
+            md5 = hashlib.md5(path.read_bytes()).hexdigest()
+            obj = cache / "files" / "md5" / md5[:2] / md5[2:]
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            obj.write_bytes(path.read_bytes())
+            objects[str(path.relative_to(retrained))] = obj
+    args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
+    assert main(args) == 0
+    left = sorted(str(p.relative_to(retrained)) for p in retrained.rglob("*") if p.is_file())
+    assert left == [
+        "req-0002/gold.json",
+        "req-0002/model.safetensors",
+        "req-0002/shadow/0-without/model.safetensors",
+        "req-0002/shadow/1-without/model.safetensors",
+    ]
+    assert sorted(k for k, obj in objects.items() if obj.exists()) == left
+
+
+def test_purge_keeps_a_cache_object_that_a_kept_file_shares(tmp_path):
+    """A request that changed nothing leaves equal bytes, which DVC stores once."""
+    states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
+    for rid in ("req-0001", "req-0002"):
+        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
+        (states / rid).mkdir(parents=True)
+        (states / rid / "model.safetensors").write_bytes(b"same bytes")
+    md5 = hashlib.md5(b"same bytes").hexdigest()
+    obj = cache / "files" / "md5" / md5[:2] / md5[2:]
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(b"same bytes")
+    args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
+    assert main(args) == 0
+    assert not (states / "req-0001/model.safetensors").exists()
+    assert (states / "req-0002/model.safetensors").exists() and obj.exists()

@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--id", help="request id (default req-NNNN)")
     f.add_argument("--requests", default=REQUESTS, help="request folder")
     f.add_argument("--index", default=INDEX, help="sample index table")
-    p = sub.add_parser("purge", help="delete superseded model states (the ledger keeps hashes)")
+    p = sub.add_parser(
+        "purge",
+        help="delete superseded model states and evaluation models that saw forgotten samples "
+        "(the ledger keeps hashes)",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     p.add_argument("--states", default="data/06_models/states")
     p.add_argument("--ledger", default="data/08_reporting/ledger.csv")

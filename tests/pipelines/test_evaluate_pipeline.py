@@ -10,6 +10,7 @@ from nbclient import NotebookClient
 
 from pgu.core.data import split_ids
 from pgu.core.requests import file_request
+from pgu.core.retention import purge_superseded
 
 pytestmark = pytest.mark.slow
 FAST = {
@@ -79,3 +80,15 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
     )
     assert "lineage chained: True" in outputs
     assert "served   test accuracy" in outputs
+
+    # The purge removes every evaluation model that saw a forgotten sample, and only those.
+    models = project.path / "data/06_models"
+    purge_superseded(models / "states", project.path / "data/08_reporting/ledger.csv", tmp_path)
+    left = sorted(
+        str(p.relative_to(models / "retrained")) for p in models.rglob("retrained/**/*.safetensors")
+    )
+    assert left == [
+        "req-0002/model.safetensors",
+        "req-0002/shadow/0-without/model.safetensors",
+        "req-0002/shadow/1-without/model.safetensors",
+    ]

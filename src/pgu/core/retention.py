@@ -8,6 +8,11 @@ so an operator can prove what was served without keeping what was deleted.
 Kept: the latest state (the served model and the retain statistics the next request needs),
 and the original model, which is the *statistics model*: R_forget of every future request must
 be collected with it for R_retain to stay exact (METHOD §2).
+
+The evaluate pipeline's caches beside the states (``retrained/<request>/``) hold models too:
+the gold standard of an earlier request was trained on samples that later requests removed,
+and a shadow model "with" the forget set was trained on it. Those are deleted as well; the
+latest request's gold standard and its shadow models "without" the forget set are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pgu.core.ledger import read_ledger
 from pgu.core.requests import ORIGINAL
 from pgu.core.state import MODEL
 
+RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
+
 
 def _md5(path: Path) -> str:
     h = hashlib.md5(usedforsecurity=False)
@@ -28,10 +35,18 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+
+
 def purge_superseded(
     states_root: str | Path, ledger_path: str | Path, dvc_cache: str | Path, dry_run: bool = False
 ) -> list[str]:
-    """Delete superseded state files (workspace and DVC cache); returns one line per action."""
+    """Delete superseded state files and evaluation caches (workspace and DVC cache).
+
+    Returns:
+        One line per action.
+    """
     states_root, dvc_cache = Path(states_root), Path(dvc_cache)
     ledger = read_ledger(ledger_path)
     if ledger.empty:
@@ -44,20 +59,32 @@ def purge_superseded(
         if folder.is_dir():
             keep = {MODEL} if name == ORIGINAL else set()
             doomed += [f for f in sorted(folder.iterdir()) if f.is_file() and f.name not in keep]
+    retrained = states_root.parent / RETRAINED
+    for name in processed[:-1]:
+        doomed += _files(retrained / name)
+    doomed += [f for f in _files(retrained / latest / "shadow") if f.parent.name.endswith("-with")]
     lines = [
         f"keeping {states_root / latest} (served) and {states_root / ORIGINAL / MODEL} "
         "(statistics model)"
     ]
+    # DVC stores equal bytes once: an object that a kept file also points to stays.
+    gone = set(doomed)
+    kept = {_md5(f) for f in [*_files(states_root), *_files(retrained)] if f not in gone}
+    verb = "would delete" if dry_run else "deleted"
     for f in doomed:
         digest = _md5(f)
         cached = dvc_cache / "files" / "md5" / digest[:2] / digest[2:]
-        verb = "would delete" if dry_run else "deleted"
-        lines.append(
-            f"{verb} {f}" + (f" and its DVC cache object {cached}" if cached.exists() else "")
-        )
+        shared = digest in kept
+        if not cached.exists():
+            lines.append(f"{verb} {f}")
+        elif shared:
+            lines.append(f"{verb} {f} (its DVC cache object is a kept file's too)")
+        else:
+            lines.append(f"{verb} {f} and its DVC cache object {cached}")
         if not dry_run:
             f.unlink()
-            cached.unlink(missing_ok=True)
+            if not shared:
+                cached.unlink(missing_ok=True)
     if not doomed:
         lines.append("nothing superseded is left on disk")
     return lines

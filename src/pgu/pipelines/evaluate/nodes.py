@@ -15,6 +15,7 @@ from pgu.core.data import SampleSet
 from pgu.core.deletion import Workspace, plan_requests
 from pgu.core.ledger import read_ledger
 from pgu.core.requests import ORIGINAL, RequestError, load_requests
+from pgu.core.retention import RETRAINED
 from pgu.core.training import TrainRecipe, resolve_device
 from pgu.core.unlearning import UnlearnConfig
 
@@ -55,7 +56,7 @@ def evaluate_requests(
         if rid not in processed or (only is not None and rid != only):
             continue
         row = ledger[ledger["request_id"].astype(str) == rid].iloc[-1].to_dict()
-        gold_cache = workspace.states.root.parent / "retrained" / rid
+        gold_cache = workspace.states.root.parent / RETRAINED / rid
         summaries.append(
             audit_request(
                 plan,
