@@ -141,6 +141,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "w_entropy": 0.2,
             "batch_size": 64,
             "sample_measure": "loss",
+            "sample_loss": "pgu",
             "sample_tolerance": 0.25,
             "sample_guard_drop": 0.05,
             "class_target_acc": 0.01,
@@ -431,8 +432,10 @@ class Bench:
         self.train = sets["train"]
         self.train_dev = self.train.to(self.device)
         train_params = conf["train"]["recipe"]
-        self.recipe_params = dict(train_params, epochs=args.epochs)
+        self.recipe_params = dict(train_params, epochs=args.epochs, **json.loads(args.train))
         model_params = conf["model"]
+        if args.model:  # another architecture: conf's constructor arguments are its own
+            model_params = {"name": args.model, "kwargs": {}}
         self.spec = model_spec(
             model_params["name"],
             self.train.in_shape,
@@ -1134,6 +1137,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="resize images to SxS on decoding (CPU smoke runs only; 0: 32x32)",
     )
+    p.add_argument(
+        "--train",
+        default="{}",
+        help="JSON overrides of the training recipe (e.g. no augmentation for a CPU proxy)",
+    )
+    p.add_argument(
+        "--model",
+        default="",
+        help="registry name instead of conf's model (e.g. digits_cnn for a quicker CPU proxy)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument(
         "--threads",
@@ -1262,9 +1275,14 @@ def merge(paths: Sequence[str], out: Path | None) -> str:
         "unlearn",
         "variant",
         "incremental_gold",
+        "model",
+        "train",
     )
     for path, payload in zip(paths, payloads, strict=True):
-        differ = [k for k in same if payload["args"].get(k) != first["args"].get(k)]
+        # `or None`: an option added later (absent from older results) means its default
+        differ = [
+            k for k in same if (payload["args"].get(k) or None) != (first["args"].get(k) or None)
+        ]
         if differ or payload["config"] != first["config"] or payload["gamma"] != first["gamma"]:
             raise SystemExit(
                 f"--merge: {path} was run with other settings than {paths[0]} "

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from pgu.core import losses
 from pgu.core.losses import depoison_loss, unlearning_loss
 
 
@@ -155,3 +156,42 @@ def test_bad_shapes_raise():
         unlearning_loss(torch.randn(4), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
         depoison_loss(torch.randn(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+# --- quantile matching (sample_loss="quantile") ----------------------------------------------
+
+
+def test_quantile_targets_map_ranks_onto_held_out_quantiles():
+    forget = torch.tensor([0.3, 0.01, 0.2, 0.02])  # ranks 3, 0, 2, 1
+    held_out = torch.tensor([4.0, 0.5, 1.0, 2.0, 0.6, 0.7, 3.0, 0.8])  # sorted: .5 .6 .7 .8 1 2 3 4
+    # quantile (r + 1/2) / 4 of 8 values: indices 1, 3, 5, 7 for ranks 0..3
+    expected = torch.tensor([4.0, 0.6, 2.0, 0.8])
+    assert torch.equal(losses.quantile_targets(forget, held_out), expected)
+
+
+def test_quantile_targets_never_ask_for_more_confidence_and_keep_the_order():
+    gen = torch.Generator().manual_seed(0)
+    forget = torch.rand(50, generator=gen) * 3
+    held_out = torch.rand(200, generator=gen)  # mostly below the forget losses
+    targets = losses.quantile_targets(forget, held_out)
+    assert (targets >= forget).all()
+    order = torch.argsort(forget)
+    assert (targets[order].diff() >= 0).all()  # rank-preserving
+    same = losses.quantile_targets(torch.full((4,), 0.1), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert torch.equal(same, torch.tensor([1.0, 2.0, 3.0, 4.0]))  # ties keep their order
+    with pytest.raises(ValueError, match="at least one"):
+        losses.quantile_targets(forget, held_out[:0])
+
+
+def test_quantile_loss_is_zero_on_target_and_pushes_each_loss_towards_it():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none").detach()
+    assert losses.quantile_loss(logits, y, ce).item() == pytest.approx(0.0, abs=1e-12)
+    # sample 0 below its target, sample 1 above: descent lowers the first's true logit and
+    # raises the second's
+    loss = losses.quantile_loss(logits, y, torch.stack([ce[0] * 10, ce[1] / 10]))
+    loss.backward()
+    assert logits.grad[0, 0] > 0 and logits.grad[1, 1] < 0
+    with pytest.raises(ValueError, match="targets must be"):
+        losses.quantile_loss(logits, y, ce[:1])

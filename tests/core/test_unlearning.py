@@ -16,9 +16,10 @@ import pytest
 import torch
 from torch import nn
 
+from pgu.core import unlearning as unlearning_module
 from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics, spectrum
 from pgu.core.data import SampleSet
-from pgu.core.losses import unlearning_loss
+from pgu.core.losses import quantile_targets, unlearning_loss
 from pgu.core.models import build_model
 from pgu.core.projection import project_gradients
 from pgu.core.representation import collect_representations, layer_dim, tracked_layers
@@ -430,3 +431,35 @@ def test_the_target_reads_the_references_validation_metrics(measure, forget, cur
     worse = {**m, "val_acc": 0.785}
     assert _assess(worse, start, ref, False, config)[0] == "over"
     assert _assess(worse, start, ref, False, current)[0] != "over"
+
+
+def per_sample_losses(model: nn.Module, data: SampleSet) -> torch.Tensor:
+    with torch.no_grad():
+        return nn.functional.cross_entropy(model.eval()(data.inputs()), data.y, reduction="none")
+
+
+def test_quantile_loss_targets_rank_the_start_forget_losses_against_the_references_val(
+    memorised, monkeypatch
+):
+    """sample_loss="quantile": each batch is scored against quantile_targets(start losses on
+    the forget set, the reference model's losses on val), looked up by sample id."""
+    model, forget, val, bases = memorised
+    reference = damaged(model, val, 0.0)  # another model: the original of a chain
+    expected = quantile_targets(per_sample_losses(model, forget), per_sample_losses(reference, val))
+    by_id = dict(zip(forget.sample_id.tolist(), expected.tolist(), strict=True))
+    seen = []
+    real = unlearning_module.quantile_loss
+
+    def spy(logits, y, targets):
+        seen.append(targets.clone())
+        return real(logits, y, targets)
+
+    monkeypatch.setattr(unlearning_module, "quantile_loss", spy)
+    config = UnlearnConfig(sample_loss="quantile", epochs=1, batch_size=7)
+    unlearn(model, bases, forget, val, config, original=reference)
+    order = torch.randperm(len(forget), generator=torch.Generator().manual_seed(0))
+    first = forget.sample_id[order[:7]].tolist()
+    assert seen[0].tolist() == pytest.approx([by_id[i] for i in first], rel=1e-6)
+    assert sum(len(t) for t in seen[: math.ceil(len(forget) / 7)]) == len(forget)
+    with pytest.raises(ValueError, match="sample_loss"):
+        UnlearnConfig(sample_loss="mse")
