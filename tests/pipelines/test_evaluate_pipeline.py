@@ -65,6 +65,16 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
     assert classes["original"]["shadow_auc"] > 0.9
     assert classes["original"]["shadow_member_rate"] > classes["retrained"]["shadow_member_rate"]
     # The gold standard is cached: a second evaluation retrains nothing and gives the same numbers.
+    # req-0002's shadows "with" its forget set are req-0001's "without": copied, not retrained
+    shadows = project.path / "data/06_models/retrained"
+    for s in (0, 1):
+        copied = shadows / f"req-0002/shadow/{s}-with/model.safetensors"
+        assert (
+            copied.read_bytes()
+            == (shadows / f"req-0001/shadow/{s}-without/model.safetensors").read_bytes()
+        )
+        assert not (reports / f"req-0002/shadow_time/{s}-with.json").exists()
+        assert (reports / f"req-0002/shadow_time/{s}-without.json").exists()
     cached = project.path / "data/06_models/retrained/req-0001"
     kept = [cached / "model.safetensors", cached / "shadow/1-without/model.safetensors"]
     stamps = [path.stat().st_mtime_ns for path in kept]

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,12 +74,15 @@ def gold_standard(
     recipe: TrainRecipe,
     device: torch.device,
     label: str = "gold standard",
+    donors: Sequence[Path] = (),
 ) -> tuple[nn.Module, float]:
     """The model retrained without ``forgotten``; trained once per ids/spec/recipe, then cached.
 
     The cache folder holds only deterministic bytes (the model and its cache key), so DVC can
     check reproductions; the retraining time goes to ``timing_path`` beside the report.
-    ``label`` names the model in the log (shadow models are trained the same way).
+    ``label`` names the model in the log (shadow models are trained the same way). ``donors``
+    are other cache folders: one whose key matches is copied instead of training again (the
+    bytes would be the same: same ids, architecture, recipe and seed).
 
     Returns:
         (model, seconds the retraining took when it was trained; NaN if that was not recorded).
@@ -93,6 +97,15 @@ def gold_standard(
                 timing = json.loads(timing_path.read_text())
                 seconds = timing["seconds"] if timing.get("key") == key else math.nan
             return model_from_bytes(model_path.read_bytes(), str(model_path)), seconds
+    for donor in donors:
+        donor_info, donor_model = donor / "gold.json", donor / "model.safetensors"
+        if donor_info.is_file() and donor_model.is_file():
+            if json.loads(donor_info.read_text()).get("key") == key:
+                logger.info("%s: the same model as %s, copied", label, donor)
+                data = donor_model.read_bytes()
+                atomic_write_bytes(model_path, data)
+                atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
+                return model_from_bytes(data, str(model_path)), math.nan
     train = split_set(samples, index, "train").without_ids(forgotten)
     logger.info("%s: training %s on %d samples", label, spec["name"], len(train))
     start = time.perf_counter()
@@ -144,6 +157,10 @@ def shadow_pairs(
         (models with the forget set, models without it, seconds their trainings took).
     """
     with_set, without_set, seconds = [], [], 0.0
+    # another request's shadows may be the same models (request k's "with" pair is trained
+    # without exactly what request k-1's "without" pair was)
+    donors = sorted(d for d in cache_dir.parent.parent.glob("*/shadow/*") if d.is_dir())
+    donors = [d for d in donors if d.parent != cache_dir]
     for s in range(n_pairs):
         shadow_recipe = replace(recipe, seed=recipe.seed + 1 + s)
         sides = ((known, with_set, "with"), (forgotten, without_set, "without"))
@@ -158,6 +175,7 @@ def shadow_pairs(
                 shadow_recipe,
                 device,
                 label=f"shadow model {s} ({tag} the forget set)",
+                donors=donors,
             )
             models.append(model)
             seconds += took  # NaN when a cached model's time was not recorded
@@ -401,7 +419,9 @@ def _shadow_section(summary: dict, seconds: float) -> list[str]:
             f"| {name} | {'–' if auc is None else f'{auc:.3f}'} | "
             f"{100 * r['shadow_member_rate']:.1f} |"
         )
-    if not math.isnan(seconds):
+    if math.isnan(seconds):
+        lines += ["", "Some shadow models came from a cache without their training time."]
+    else:
         lines += ["", f"Training the {2 * info['n_pairs']} shadow models took {seconds:.2f} s."]
     return lines + [""]
 
