@@ -49,6 +49,8 @@ from pgu.core.unlearning import UnlearnConfig
 logger = logging.getLogger(__name__)
 
 GOLD = "retrained"
+# Default of evaluate.shadow_min_power: below this held-out AUC the shadow attack is powerless.
+SHADOW_MIN_POWER = 0.55
 COLUMNS = [
     ("retain_acc", "retain acc %"),
     ("forget_acc", "forget acc %"),
@@ -62,6 +64,15 @@ COLUMNS = [
     ("js_test", "JS test"),
     ("seconds", "time (s)"),
 ]
+
+
+def _cached_model(folder: Path, key: str) -> bytes | None:
+    """The model bytes cached in ``folder`` if its recorded key is ``key``, else None."""
+    model_path, info_path = folder / "model.safetensors", folder / "gold.json"
+    if model_path.is_file() and info_path.is_file():
+        if json.loads(info_path.read_text()).get("key") == key:
+            return model_path.read_bytes()
+    return None
 
 
 def gold_standard(
@@ -89,23 +100,21 @@ def gold_standard(
     """
     key = gold_key(forgotten, spec, recipe.__dict__)
     model_path, info_path = cache_dir / "model.safetensors", cache_dir / "gold.json"
-    if model_path.is_file() and info_path.is_file():
-        if json.loads(info_path.read_text()).get("key") == key:
-            logger.info("%s: cached %s", label, model_path)
-            seconds = math.nan
-            if timing_path.is_file():
-                timing = json.loads(timing_path.read_text())
-                seconds = timing["seconds"] if timing.get("key") == key else math.nan
-            return model_from_bytes(model_path.read_bytes(), str(model_path)), seconds
+    data = _cached_model(cache_dir, key)
+    if data is not None:
+        logger.info("%s: cached %s", label, model_path)
+        seconds = math.nan
+        if timing_path.is_file():
+            timing = json.loads(timing_path.read_text())
+            seconds = timing["seconds"] if timing.get("key") == key else math.nan
+        return model_from_bytes(data, str(model_path)), seconds
     for donor in donors:
-        donor_info, donor_model = donor / "gold.json", donor / "model.safetensors"
-        if donor_info.is_file() and donor_model.is_file():
-            if json.loads(donor_info.read_text()).get("key") == key:
-                logger.info("%s: the same model as %s, copied", label, donor)
-                data = donor_model.read_bytes()
-                atomic_write_bytes(model_path, data)
-                atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
-                return model_from_bytes(data, str(model_path)), math.nan
+        data = _cached_model(donor, key)
+        if data is not None:
+            logger.info("%s: the same model as %s, copied", label, donor)
+            atomic_write_bytes(model_path, data)
+            atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
+            return model_from_bytes(data, str(model_path)), math.nan
     train = split_set(samples, index, "train").without_ids(forgotten)
     logger.info("%s: training %s on %d samples", label, spec["name"], len(train))
     start = time.perf_counter()
@@ -129,7 +138,7 @@ def check_shadow_params(params: dict) -> int:
             f"evaluate.n_shadow must be 0 (no shadow-model attack) or an integer >= 2, got {n!r}: "
             "the attack's power is measured on a pair of shadow models it was not fitted on"
         )
-    power = params.get("shadow_min_power", 0.55)
+    power = params.get("shadow_min_power", SHADOW_MIN_POWER)
     if isinstance(power, bool) or not isinstance(power, int | float) or not 0.5 <= power <= 1:
         raise ValueError(f"evaluate.shadow_min_power must be an AUC in [0.5, 1], got {power!r}")
     return n
@@ -342,7 +351,7 @@ def audit_request(
             n_shadow,
             device,
         )
-        power = float(params.get("shadow_min_power", 0.55))
+        power = float(params.get("shadow_min_power", SHADOW_MIN_POWER))
         found, shadow = shadow_rows(with_set, without_set, evals, sets, power, device)
         for name, extra in found.items():
             rows[name].update(extra)

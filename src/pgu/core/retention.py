@@ -67,9 +67,14 @@ def purge_superseded(
         f"keeping {states_root / latest} (served) and {states_root / ORIGINAL / MODEL} "
         "(statistics model)"
     ]
-    # DVC stores equal bytes once: an object that a kept file also points to stays.
-    gone = set(doomed)
-    kept = {_md5(f) for f in [*_files(states_root), *_files(retrained)] if f not in gone}
+    # DVC stores equal bytes once: an object that a kept file also points to stays. Only kept
+    # files of a doomed file's size can share its bytes, so only those are read.
+    gone, sizes = set(doomed), {f.stat().st_size for f in doomed}
+    kept = {
+        _md5(f)
+        for f in [*_files(states_root), *_files(retrained)]
+        if f not in gone and f.stat().st_size in sizes
+    }
     verb = "would delete" if dry_run else "deleted"
     for f in doomed:
         digest = _md5(f)

@@ -606,12 +606,6 @@ def unlearn(
     if original is not None and config.reference == "original":
         ref = validation_metrics(original, val, classes, device)
     status, dist = _assess(start, start, ref, classes is not None, config)
-    if loss_fn is None and config.sample_loss == "quantile":
-        if classes is None:
-            fixed = original if original is not None and config.reference == "original" else model
-            loss_fn = quantile_loss_fn(model, fixed, forget, val, device)
-        else:
-            logger.info("sample_loss 'quantile' applies to sample removal; classes use 'pgu'")
     record(
         {
             "epoch": 0,
@@ -651,6 +645,13 @@ def unlearn(
             _fmt({k: ref[k] for k in ("val_acc", "other_val_acc") if k in ref}),
         )
         return finish("guard_at_start", 0, snapshot(), 0)
+    # targets only for a run that goes on: two more prediction passes
+    if loss_fn is None and config.sample_loss == "quantile":
+        if classes is None:
+            fixed = original if original is not None and config.reference == "original" else model
+            loss_fn = quantile_loss_fn(model, fixed, forget, val, device)
+        else:
+            logger.info("sample_loss 'quantile' applies to sample removal; classes use 'pgu'")
 
     prev = (0, snapshot(), dist)  # (epoch, weights, distance) of the last accepted epoch
     best = prev
