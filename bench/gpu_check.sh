@@ -14,8 +14,13 @@
 #   bash bench/gpu_check.sh 1 "$OUT"   # ~8 min: seeds 0 and 1 (10 trainings)
 #   bash bench/gpu_check.sh 2 "$OUT"   # ~4 min: seed 2 (5 trainings), its request times alone,
 #                                      # then one report merged from both parts' results
-#   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_epoch.py, where
-#                                      # an unlearning epoch and a stop check spend their time
+#   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_request.py, where
+#                                      # each phase of a request spends its time, and the Gram
+#                                      # split depths and descent variants timed side by side
+#   bash bench/gpu_check.sh 4 "$OUT"   # ~2 min: bench/speed.py, issue 6's GPU figures again
+#
+# Issue 6's targets need parts 3 and 4 only (~3 min); issue 7's need parts 1 and 2. A session
+# with 15 minutes cannot do all four: decide by which issue its notes say is nearer.
 #
 # Part 2's merge reads part 1's results from the machine's disk: call it within the machine's
 # idle time (30 s) of part 1, or merge the two results.json files here with --merge.
@@ -23,8 +28,8 @@
 # 40-epoch training instead of 38-40 s (SmallVGG training already fills the GPU), so running
 # seeds side by side gains nothing; their request times were also inflated (3.1 s vs 1.8 s).
 set -u
-part=${1:?usage: gpu_check.sh 1|2|3 OUT}
-out=${2:?usage: gpu_check.sh 1|2|3 OUT}
+part=${1:?usage: gpu_check.sh 1|2|3|4 OUT}
+out=${2:?usage: gpu_check.sh 1|2|3|4 OUT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 state=data/06_models/bench-state  # ignored by git: kept on the machine between the two calls
 common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold all
@@ -54,12 +59,17 @@ case $part in
     fi
     ;;
 3)
-    timeout 150 python3 bench/profile_epoch.py >"$out/profile.txt" 2>&1
+    timeout 150 python3 bench/profile_request.py >"$out/profile.txt" 2>&1
     echo "profile rc=$?"
     grep -v '^{' "$out/profile.txt" | grep -v "USDT\|profiler_st" | head -80
     ;;
+4)
+    timeout 240 python3 bench/speed.py --workloads cifar --threads 8 >"$out/speed.txt" 2>&1
+    echo "speed rc=$?"
+    grep -v '^{' "$out/speed.txt" | tail -30
+    ;;
 *)
-    echo "part must be 1, 2 or 3" >&2
+    echo "part must be 1, 2, 3 or 4" >&2
     exit 2
     ;;
 esac

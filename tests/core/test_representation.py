@@ -274,6 +274,21 @@ def test_gram_equals_the_full_product(n, d):
         assert torch.equal(p[:h, h:], p[h:, :h].T)
 
 
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_gram_at_a_limited_depth_is_the_same_product(depth):
+    """Fewer nested splits change only which float64 additions are grouped together."""
+    g = torch.Generator().manual_seed(depth)
+    rows = torch.randn(500, 300, generator=g, dtype=torch.float64)
+    p = gram(rows, depth)
+    torch.testing.assert_close(p, rows.T @ rows, rtol=1e-12, atol=1e-10)
+    if depth == 0:
+        assert torch.equal(p, rows.T @ rows)  # one product, not split
+    else:
+        assert torch.equal(p[:150, 150:], p[150:, :150].T)
+    # the CPU's default is every split down to GRAM_SPLIT_MIN_D (300 -> 150 -> 75 -> 37)
+    assert torch.equal(gram(rows), gram(rows, 3))
+
+
 @pytest.mark.parametrize(
     "conv",
     [

@@ -41,6 +41,10 @@ TRACKED_TYPES = (nn.Conv2d, nn.Linear)
 # differently and the bytes (hence lineage hashes) would depend on the machine's core count.
 DEFAULT_CPU_THREADS = 1
 
+# Device types whose conv rows are built kernel-major in one float64 pass (``layer_gram``);
+# elsewhere they come from ``layer_rows``. Only the CPU has been timed.
+KERNEL_MAJOR_DEVICES = ("cpu",)
+
 
 def tracked_layers(model: nn.Module) -> dict[str, nn.Module]:
     """All Conv2d and Linear layers of ``model``, by qualified name, in ``named_modules`` order.
@@ -162,10 +166,10 @@ def layer_gram(layer: nn.Module, a: Tensor) -> Tensor:
     product's rows and columns are put back in ``layer_rows`` order afterwards, a (d, d)
     gather. Each entry is the same sum of the same float64 products; on this project's CPU the
     result is the same bytes, and collecting digits_cnn's matrices took about a sixth less
-    time (400 samples: 0.38 s before, 0.32 s after; bench/depoison.py). On other devices the
-    rows come from ``layer_rows`` (not timed there).
+    time (400 samples: 0.38 s before, 0.32 s after; bench/depoison.py). On other device types
+    (``KERNEL_MAJOR_DEVICES``) the rows come from ``layer_rows`` (not timed there).
     """
-    if isinstance(layer, nn.Conv2d) and a.device.type == "cpu":
+    if isinstance(layer, nn.Conv2d) and a.device.type in KERNEL_MAJOR_DEVICES:
         rows = _conv_rows_kernel_major(layer, a)  # (n, K * C), K = kh * kw
         if rows is not None:
             k, c = layer.kernel_size[0] * layer.kernel_size[1], a.shape[1]
@@ -196,6 +200,13 @@ def _resolve_layers(model: nn.Module, layers: Sequence[str] | None) -> dict[str,
 
 # Below this width a Gram matrix is computed in one product (splitting saves nothing).
 GRAM_SPLIT_MIN_D = 64
+# Nested splits at most, per device type (others: GRAM_SPLIT_DEPTH_ELSEWHERE). On the CPU 64 is
+# in effect unlimited (GRAM_SPLIT_MIN_D stops the splits first): 20-23% faster than one split
+# for SmallVGG's convs there. On a GPU only one split has been timed (H200, 2026-11-27); the
+# narrow products of deeper splits may run far below its float64 peak, so one split stays until
+# bench/profile_request.py, which times depths 0, 1, 2 and 64 side by side, has run on one.
+GRAM_SPLIT_MAX_DEPTH = {"cpu": 64}
+GRAM_SPLIT_DEPTH_ELSEWHERE = 1
 # On the CPU, with fewer rows than width / GRAM_SPLIT_MAX_WIDTH_PER_ROW the product is bound by
 # writing its d x d output, not by flops, and one GEMM is fastest (SmallVGG's head: 256 rows,
 # d = 8192: 1.3 s against 1.6 s split, on this project's CPU). A GPU's float64 rate is scarcer
@@ -203,13 +214,15 @@ GRAM_SPLIT_MIN_D = 64
 GRAM_SPLIT_MAX_WIDTH_PER_ROW = 8
 
 
-def gram(rows: Tensor) -> Tensor:
+def gram(rows: Tensor, depth: int | None = None) -> Tensor:
     """rows^T rows (d, d) for rows (n, d), computing only the blocks on and below the diagonal.
 
     With rows = [A | B] split at h = d // 2, the blocks A^T A, B^T A and B^T B are computed and
     the upper block is the transpose of B^T A; A^T A and B^T B are split the same way, down to
-    width ``GRAM_SPLIT_MIN_D``. Split L times deep this costs (1 + 2^-L) / 2 of one GEMM's
-    flops (62.5% at depth 2, against 75% for one split): SmallVGG's conv products (65,536 x 1,152
+    width ``GRAM_SPLIT_MIN_D`` or ``depth`` splits (default: the device's, from
+    ``GRAM_SPLIT_MAX_DEPTH``). Split L
+    times deep this costs (1 + 2^-L) / 2 of one GEMM's flops (62.5% at depth 2, against 75% for
+    one split): SmallVGG's conv products (65,536 x 1,152
     and 16,384 x 2,304 per batch) took 20-23% less time than with one split on this project's
     CPU. On the CPU a short, wide ``rows`` (n < d / ``GRAM_SPLIT_MAX_WIDTH_PER_ROW``) is one
     GEMM. Float64 products of float32 inputs are exact, so the result differs from
@@ -217,15 +230,17 @@ def gram(rows: Tensor) -> Tensor:
     bytes).
     """
     n, d = rows.shape
+    if depth is None:
+        depth = GRAM_SPLIT_MAX_DEPTH.get(rows.device.type, GRAM_SPLIT_DEPTH_ELSEWHERE)
     short_wide = rows.device.type == "cpu" and n * GRAM_SPLIT_MAX_WIDTH_PER_ROW < d
-    if d < GRAM_SPLIT_MIN_D or short_wide:
+    if d < GRAM_SPLIT_MIN_D or short_wide or depth < 1:
         return rows.T @ rows
     h = d // 2
     a, b = rows[:, :h], rows[:, h:]  # (n, h), (n, d - h)
     out = torch.empty(d, d, dtype=rows.dtype, device=rows.device)
-    out[:h, :h] = gram(a)
+    out[:h, :h] = gram(a, depth - 1)
     out[h:, :h] = b.T @ a
-    out[h:, h:] = gram(b)
+    out[h:, h:] = gram(b, depth - 1)
     out[:h, h:] = out[h:, :h].T
     return out
 
