@@ -12,7 +12,8 @@ Scenarios (``--scenarios``, any of a, b, c; run for ``--seeds`` seeds from ``--f
 
 - (a) forget the first ``--forget-per-class`` (100) training images of every class in file order;
   with the source's stable order (sorted paths, train before test) these are the lowest
-  sample ids of each class (:func:`first_per_class`);
+  sample ids of each class (:func:`first_per_class`); ``--forget-draw random`` draws that many
+  per class at random instead, a different draw for each seed (:func:`random_per_class`);
 - (b) incremental: ``--increments`` (4) such requests in sequence, request k forgetting the
   images ranked (k-1)n .. kn-1 of every class; each request starts from the previous request's
   model and retain statistics (R_retain -= R_forget, collected with the original model, as
@@ -239,6 +240,34 @@ def first_per_class(
 def first_of(data: SampleSet, n: int, skip: int = 0) -> np.ndarray:
     """:func:`first_per_class` of a SampleSet's ids and labels."""
     return first_per_class(data.sample_id.cpu().numpy(), data.y.cpu().numpy(), n, skip)
+
+
+def random_per_class(
+    sample_id: Sequence[int] | np.ndarray | torch.Tensor,
+    y: Sequence[int] | np.ndarray | torch.Tensor,
+    n: int,
+    seed: int,
+) -> np.ndarray:
+    """``n`` ids of each class drawn without replacement by ``numpy.random.default_rng(seed)``.
+
+    Returns:
+        (n * classes,) int64 ids, ascending.
+
+    Raises:
+        ValueError: a class has fewer than ``n`` samples, or n < 1.
+    """
+    if n < 1:
+        raise ValueError(f"need n >= 1, got n={n}")
+    ids = np.asarray(sample_id, dtype=np.int64)
+    labels = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.sort(ids[labels == label])
+        if len(members) < n:
+            raise ValueError(f"class {label} has {len(members)} samples, fewer than n = {n}")
+        chosen.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
 
 
 def extract_archive(archive: Path, root: Path) -> None:
@@ -708,7 +737,12 @@ class Bench:
         """Scenario (a) or (c): one request from the original model."""
         state = self.seed_state(seed)
         if scenario == "a":
-            forget_ids = first_of(self.train, self.args.forget_per_class)
+            n = self.args.forget_per_class
+            if self.args.forget_draw == "random":
+                train = self.train
+                forget_ids = random_per_class(train.sample_id.numpy(), train.y.numpy(), n, seed)
+            else:
+                forget_ids = first_of(self.train, n)
             classes = None
         else:
             forget_ids = self.train.sample_id[self.train.y == self.args.forget_class].numpy()
@@ -1023,7 +1057,12 @@ def report(runs: list[dict], args: argparse.Namespace, info: dict) -> tuple[str,
     lines: list[str] = []
     summaries: dict = {}
     single = {
-        "a": ("samples", f"(a) the first {args.forget_per_class} training images of every class"),
+        "a": (
+            "samples",
+            f"(a) {args.forget_per_class} random training images of every class, drawn per seed"
+            if getattr(args, "forget_draw", "first") == "random"
+            else f"(a) the first {args.forget_per_class} training images of every class",
+        ),
         "c": (
             "classes",
             f"(c) every training image of class {args.forget_class} "
@@ -1110,6 +1149,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--forget-per-class", type=int, default=100, help="(a), (b): images per class per request"
+    )
+    p.add_argument(
+        "--forget-draw",
+        choices=("first", "random"),
+        default="first",
+        help="(a): the first images of each class in file order (the issue's scenario), or a "
+        "random draw per class, a different one for each seed",
     )
     p.add_argument("--increments", type=int, default=4, help="(b): requests in sequence")
     p.add_argument(
@@ -1277,6 +1323,7 @@ def merge(paths: Sequence[str], out: Path | None) -> str:
         "incremental_gold",
         "model",
         "train",
+        "forget_draw",
     )
     for path, payload in zip(paths, payloads, strict=True):
         # `or None`: an option added later (absent from older results) means its default

@@ -171,6 +171,20 @@ def test_first_per_class_takes_the_lowest_ids_of_each_class():
         bench.first_per_class(ids, y, 2, skip=2)
 
 
+def test_random_per_class_draws_n_of_each_class_per_seed():
+    bench = _bench()
+    ids = np.arange(100, 160)
+    y = np.repeat([0, 1, 2], 20)
+    got = bench.random_per_class(ids, y, 5, seed=0)
+    assert got.tolist() == sorted(got.tolist()) and len(set(got.tolist())) == 15
+    assert np.bincount(y[got - 100]).tolist() == [5, 5, 5]
+    assert got.tolist() == bench.random_per_class(ids, y, 5, seed=0).tolist()  # seeded
+    assert got.tolist() != bench.random_per_class(ids, y, 5, seed=1).tolist()
+    assert got.tolist() != bench.first_per_class(ids, y, 5).tolist()
+    with pytest.raises(ValueError, match="fewer than n = 21"):
+        bench.random_per_class(ids, y, 21, seed=0)
+
+
 # --- the real archive (optional) ----------------------------------------------------------------
 
 
