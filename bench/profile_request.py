@@ -31,7 +31,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -180,32 +180,36 @@ def main() -> None:
         "epoch": epoch,
         "stop check": stop_check,
     }
-    seconds = {name: timed(fn, device, args.repeats) for name, fn in phases.items()}
+    batches = -(-args.n_forget // config.batch_size)
+    print(
+        f"device {device} ({gpu or 'cpu'}); SmallVGG {size}x{size}, k {ks}; full statistics "
+        f"over {args.n_full} in chunks of {args.chunk}; forget {args.n_forget} "
+        f"({batches} batches of {config.batch_size}); val {args.n_val}\n"
+        f"| phase | median s |\n|---|---:|",
+        flush=True,
+    )
+    seconds: dict[str, float] = {}
 
+    def measure(name: str, fn: Callable[[], object]) -> None:  # printed at once: a timeout
+        seconds[name] = timed(fn, device, args.repeats)  # keeps what was measured
+        print(f"| {name} | {seconds[name]:.4f} |", flush=True)
+
+    for name, fn in phases.items():
+        measure(name, fn)
     # the choices only the CPU has timed, and speed-only variants of the descent
     kernel_major = tuple({*representation.KERNEL_MAJOR_DEVICES, device.type})
     depths = {f"gram depth {d}": {"GRAM_SPLIT_MAX_DEPTH": {device.type: d}} for d in (0, 1, 2, 64)}
     stats_variants = depths | {"kernel-major conv rows": {"KERNEL_MAJOR_DEVICES": kernel_major}}
     for name, values in stats_variants.items():
         with patched(representation, **values):
-            seconds[f"full statistics, {name}"] = timed(full_stats, device, args.repeats)
+            measure(f"full statistics, {name}", full_stats)
     with patched(torch.backends.cuda.matmul, allow_tf32=True):
-        seconds["epoch, TF32 matmul"] = timed(epoch, device, args.repeats)
-        seconds["stop check, TF32 matmul"] = timed(stop_check, device, args.repeats)
+        measure("epoch, TF32 matmul", epoch)
+        measure("stop check, TF32 matmul", stop_check)
     model.to(memory_format=torch.channels_last)
-    seconds["epoch, channels-last"] = timed(epoch, device, args.repeats)
-    seconds["stop check, channels-last"] = timed(stop_check, device, args.repeats)
+    measure("epoch, channels-last", epoch)
+    measure("stop check, channels-last", stop_check)
     model.to(memory_format=torch.contiguous_format)
-
-    batches = -(-args.n_forget // config.batch_size)
-    print(
-        f"device {device} ({gpu or 'cpu'}); SmallVGG {size}x{size}, k {ks}; full statistics "
-        f"over {args.n_full} in chunks of {args.chunk}; forget {args.n_forget} "
-        f"({batches} batches of {config.batch_size}); val {args.n_val}\n"
-        f"| phase | median s |\n|---|---:|"
-    )
-    for name, t in seconds.items():
-        print(f"| {name} | {t:.4f} |")
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)

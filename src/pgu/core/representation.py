@@ -220,14 +220,12 @@ def gram(rows: Tensor, depth: int | None = None) -> Tensor:
     With rows = [A | B] split at h = d // 2, the blocks A^T A, B^T A and B^T B are computed and
     the upper block is the transpose of B^T A; A^T A and B^T B are split the same way, down to
     width ``GRAM_SPLIT_MIN_D`` or ``depth`` splits (default: the device's, from
-    ``GRAM_SPLIT_MAX_DEPTH``). Split L
-    times deep this costs (1 + 2^-L) / 2 of one GEMM's flops (62.5% at depth 2, against 75% for
-    one split): SmallVGG's conv products (65,536 x 1,152
-    and 16,384 x 2,304 per batch) took 20-23% less time than with one split on this project's
-    CPU. On the CPU a short, wide ``rows`` (n < d / ``GRAM_SPLIT_MAX_WIDTH_PER_ROW``) is one
-    GEMM. Float64 products of float32 inputs are exact, so the result differs from
-    ``rows.T @ rows`` only in the order of float64 additions (on this CPU, MKL gives the same
-    bytes).
+    ``GRAM_SPLIT_MAX_DEPTH``). Split L times deep this costs (1 + 2^-L) / 2 of one GEMM's flops
+    (62.5% at depth 2, against 75% for one split): SmallVGG's conv products (65,536 x 1,152 and
+    16,384 x 2,304 per batch) took 20-23% less time than with one split on this project's CPU.
+    On the CPU a short, wide ``rows`` (n < d / ``GRAM_SPLIT_MAX_WIDTH_PER_ROW``) is one GEMM.
+    Float64 products of float32 inputs are exact, so the result differs from ``rows.T @ rows``
+    only in the order of float64 additions (on this CPU, MKL gives the same bytes).
     """
     n, d = rows.shape
     if depth is None:
