@@ -62,7 +62,7 @@ import platform
 import statistics
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,30 @@ def load_conf() -> dict[str, Any]:
     return {key: merged[key] for key in CONF_KEYS}
 
 
+def _class_members(
+    sample_id: Sequence[int] | np.ndarray | torch.Tensor,
+    y: Sequence[int] | np.ndarray | torch.Tensor,
+    need: int,
+    need_name: str,
+) -> Iterator[np.ndarray]:
+    """Each class's ids, ascending, checked to number at least ``need`` (named in the error)."""
+    ids = np.asarray(sample_id, dtype=np.int64)
+    labels = np.asarray(y)
+    if ids.shape != labels.shape:
+        raise ValueError(f"sample_id {ids.shape} and y {labels.shape} differ in shape")
+    for label in np.unique(labels):
+        members = np.sort(ids[labels == label])
+        if len(members) < need:
+            raise ValueError(
+                f"class {label} has {len(members)} samples, fewer than {need_name} = {need}"
+            )
+        yield members
+
+
+def _sorted_ids(chosen: list[np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
 def first_per_class(
     sample_id: Sequence[int] | np.ndarray | torch.Tensor,
     y: Sequence[int] | np.ndarray | torch.Tensor,
@@ -222,24 +246,9 @@ def first_per_class(
     """
     if n < 1 or skip < 0:
         raise ValueError(f"need n >= 1 and skip >= 0, got n={n}, skip={skip}")
-    ids = np.asarray(sample_id, dtype=np.int64)
-    labels = np.asarray(y)
-    if ids.shape != labels.shape:
-        raise ValueError(f"sample_id {ids.shape} and y {labels.shape} differ in shape")
-    chosen = []
-    for label in np.unique(labels):
-        members = np.sort(ids[labels == label])
-        if len(members) < skip + n:
-            raise ValueError(
-                f"class {label} has {len(members)} samples, fewer than skip + n = {skip + n}"
-            )
-        chosen.append(members[skip : skip + n])
-    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
-
-
-def first_of(data: SampleSet, n: int, skip: int = 0) -> np.ndarray:
-    """:func:`first_per_class` of a SampleSet's ids and labels."""
-    return first_per_class(data.sample_id.cpu().numpy(), data.y.cpu().numpy(), n, skip)
+    return _sorted_ids(
+        [m[skip : skip + n] for m in _class_members(sample_id, y, skip + n, "skip + n")]
+    )
 
 
 def random_per_class(
@@ -258,16 +267,19 @@ def random_per_class(
     """
     if n < 1:
         raise ValueError(f"need n >= 1, got n={n}")
-    ids = np.asarray(sample_id, dtype=np.int64)
-    labels = np.asarray(y)
     rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        members = np.sort(ids[labels == label])
-        if len(members) < n:
-            raise ValueError(f"class {label} has {len(members)} samples, fewer than n = {n}")
-        chosen.append(rng.choice(members, size=n, replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+    members = _class_members(sample_id, y, n, "n")
+    return _sorted_ids([rng.choice(m, size=n, replace=False) for m in members])
+
+
+def first_of(data: SampleSet, n: int, skip: int = 0) -> np.ndarray:
+    """:func:`first_per_class` of a SampleSet's ids and labels."""
+    return first_per_class(data.sample_id.cpu().numpy(), data.y.cpu().numpy(), n, skip)
+
+
+def random_of(data: SampleSet, n: int, seed: int) -> np.ndarray:
+    """:func:`random_per_class` of a SampleSet's ids and labels (the set may be on a GPU)."""
+    return random_per_class(data.sample_id.cpu().numpy(), data.y.cpu().numpy(), n, seed)
 
 
 def extract_archive(archive: Path, root: Path) -> None:
@@ -739,8 +751,7 @@ class Bench:
         if scenario == "a":
             n = self.args.forget_per_class
             if self.args.forget_draw == "random":
-                train = self.train
-                forget_ids = random_per_class(train.sample_id.numpy(), train.y.numpy(), n, seed)
+                forget_ids = random_of(self.train, n, seed)
             else:
                 forget_ids = first_of(self.train, n)
             classes = None
