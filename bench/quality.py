@@ -7,8 +7,8 @@ split - retrain from scratch on the retain set (the gold standard) and run a PGU
 the default ``UnlearnConfig``: forget statistics, bases, unlearning with its evaluations.
 Each baseline of conf/base/parameters_evaluate.yml (``evaluate.baselines``, or ``--baselines``)
 is then run on the same request from the original model, as the evaluate pipeline runs it: the
-same bases and ``UnlearnConfig`` as PGU, FT with ``evaluate.finetune_recipe`` (seeded with the
-benchmark's seed).
+same ``UnlearnConfig`` as PGU (no baseline projects, so none needs the bases), FT with
+``evaluate.finetune_recipe`` (seeded with the benchmark's seed).
 
 Prints a markdown table (mean ± std over seeds) of the three models per scenario, the issue's
 targets with whether they hold, a table per scenario of every method's distance to the
@@ -250,7 +250,6 @@ def run_scenario(
     ctx_args = dict(
         forget=forget,
         val=val,
-        bases=bases,
         config=config,
         forget_classes=classes,
         device=torch.device("cpu"),

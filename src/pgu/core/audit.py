@@ -28,7 +28,6 @@ from torch import nn
 
 from pgu.core import plots
 from pgu.core.baselines import NEEDS_RETAIN, BaselineContext, run_baseline
-from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace
@@ -40,7 +39,6 @@ from pgu.core.evaluation import (
     verdicts,
 )
 from pgu.core.metrics import entropy, softmax_outputs
-from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL
 from pgu.core.shadow import fit_shadow_attack
 from pgu.core.training import TrainRecipe, fit_from_scratch
@@ -256,7 +254,6 @@ def audit_request(
     spec: dict,
     recipe: TrainRecipe,
     params: dict,
-    cgs_params: dict,
     config: UnlearnConfig,
     ledger_row: dict,
     gold_cache: Path,
@@ -271,7 +268,6 @@ def audit_request(
         samples, index: the data.
         spec, recipe: architecture and training recipe of the original (and retrained) model.
         params: ``evaluate`` parameters.
-        cgs_params: ``cgs`` parameters (bases for the baselines that project).
         config: the unlearning configuration PGU used.
         ledger_row: this request's ledger row (hashes, PGU's wall time).
         gold_cache: folder for this request's retrained model.
@@ -303,21 +299,14 @@ def audit_request(
     seconds = {GOLD: retrain_seconds, "pgu": float(pgu_seconds)}
 
     start_model = states.load_model(plan.after)
-    stats_model = states.load_model(ORIGINAL)
-    r_forget = collect_representations(
-        stats_model, sets.forget.batches(256), device=device, keep_on_device=True
-    )
-    retain_stats = retain_statistics(states.load_stats(plan.after).tensors, r_forget, device=device)
-    bases, _ = bases_from_params(retain_stats, cgs_params, device=device)
     ctx_args = dict(
         forget=sets.forget,
         val=sets.val,
-        bases=bases,
         config=config,
         forget_classes=list(classes) or None,
         device=device,
         finetune_recipe=TrainRecipe.from_params(params["finetune_recipe"]),
-        original=None if plan.after == ORIGINAL else stats_model,  # as execute_request
+        original=None if plan.after == ORIGINAL else models["original"],  # as execute_request
     )
     for name in params.get("baselines") or []:
         ctx = BaselineContext(retain=sets.retain if name in NEEDS_RETAIN else None, **ctx_args)

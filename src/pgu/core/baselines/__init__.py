@@ -14,11 +14,11 @@ retain data, which PGU does not: that is the point of comparing against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from pgu.core.baselines import finetune, negative_gradient, no_projection, random_labels
 from pgu.core.data import SampleSet
@@ -33,7 +33,6 @@ class BaselineContext:
     forget: SampleSet
     val: SampleSet
     retain: SampleSet | None  # only given to baselines that need it (FT)
-    bases: Mapping[str, Tensor]
     config: UnlearnConfig
     forget_classes: Sequence[int] | None
     device: torch.device

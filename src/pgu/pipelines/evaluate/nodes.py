@@ -27,7 +27,6 @@ def evaluate_requests(
     samples: TensorBundle,
     index: pd.DataFrame,
     train_params: dict,
-    cgs_params: dict,
     unlearn_params: dict,
     params: dict,
 ) -> list[dict]:
@@ -67,7 +66,6 @@ def evaluate_requests(
                 spec,
                 recipe,
                 params,
-                cgs_params,
                 config,
                 row,
                 gold_cache,

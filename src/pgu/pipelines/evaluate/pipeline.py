@@ -15,7 +15,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "samples",
                     "sample_index",
                     "params:train",
-                    "params:cgs",
                     "params:unlearn",
                     "params:evaluate",
                 ],
