@@ -36,7 +36,11 @@ def test_model_dataset_round_trip(tmp_path):
 def test_corrupt_model_file_names_the_fix(tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes(b"not a model")
-    with pytest.raises(DatasetError, match="rerun `kedro run --pipeline train`"):
+    with pytest.raises(
+        DatasetError, match="dvc checkout.*original model: `kedro run --pipeline train`"
+    ):
         ModelDataset(filepath=str(path)).load()
+    with pytest.raises(DatasetError, match="dvc checkout.*samples: `kedro run --pipeline data`"):
+        TensorBundleDataset(filepath=str(path)).load()
     with pytest.raises(DatasetError, match="does not exist"):
         ModelDataset(filepath=str(tmp_path / "none.safetensors")).load()

@@ -198,7 +198,8 @@ def resolve(
     if unknown.size:
         raise RequestError(
             f"{where}: unknown sample ids {unknown[:10].tolist()} (not in the sample index; "
-            "ids are the sample_id column of data/02_intermediate/sample_index.csv)"
+            "ids are the sample_id column of data/02_intermediate/sample_index.csv, or of "
+            "data/02_intermediate/cifar10/sample_index.csv under `--env cifar10`)"
         )
     splits = known.loc[uniq, "split"].to_numpy()
     held_out = uniq[splits != "train"]

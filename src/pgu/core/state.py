@@ -52,7 +52,7 @@ class StateStore:
         path = self.path(name) / MODEL
         if not path.is_file():
             hint = (
-                "run `kedro run --pipeline train`"
+                "run `kedro run --pipeline train` (with the same `--env`)"
                 if name == "original"
                 else "process the requests before it first"
             )
@@ -75,7 +75,7 @@ class StateStore:
         path = self.path(name) / RETAIN_STATS
         if not path.is_file():
             hint = (
-                "run `kedro run --pipeline representation`"
+                "run `kedro run --pipeline representation` (with the same `--env`)"
                 if name == "original"
                 else "process the requests before it first"
             )

@@ -61,14 +61,19 @@ class TensorBundleDataset(_SafetensorsFile):
 
         representation_full:
           type: pgu.datasets.TensorBundleDataset
-          filepath: data/04_feature/representation_full.safetensors
+          filepath: data/06_models/states/original/retain_stats.safetensors
     """
 
     def load(self) -> TensorBundle:
         try:
             tensors, meta = tensors_from_bytes(self._read(), what=str(self._filepath))
         except CheckpointError as exc:
-            raise DatasetError(str(exc)) from exc
+            raise DatasetError(
+                f"{exc}. The file is corrupt or was not written by pgu: restore it with "
+                "`dvc checkout`, or delete it and rerun the pipeline that writes it (samples: "
+                "`kedro run --pipeline data`; an original model's statistics: `--pipeline "
+                "representation`; the poisoned model's: `--pipeline depoison --tags poison`)."
+            ) from exc
         return TensorBundle(tensors, meta)
 
     def save(self, data: TensorBundle | dict[str, Tensor]) -> None:
@@ -93,7 +98,7 @@ class ModelDataset(_SafetensorsFile):
 
         original_model:
           type: pgu.datasets.ModelDataset
-          filepath: data/06_models/original/model.safetensors
+          filepath: data/06_models/states/original/model.safetensors
     """
 
     def load(self) -> nn.Module:
@@ -101,8 +106,11 @@ class ModelDataset(_SafetensorsFile):
             return model_from_bytes(self._read(), what=str(self._filepath))
         except CheckpointError as exc:
             raise DatasetError(
-                f"{exc}. The model file is corrupt or was not written by pgu: "
-                "delete it and rerun `kedro run --pipeline train`."
+                f"{exc}. The model file is corrupt or was not written by pgu: restore it with "
+                "`dvc checkout`, or delete it and rerun the pipeline that writes it (the "
+                "original model: `kedro run --pipeline train`; the poisoned and clean models: "
+                "`kedro run --pipeline depoison --tags poison`; the de-poisoned model: "
+                "`--tags depoison`)."
             ) from exc
 
     def save(self, data: nn.Module) -> None:
