@@ -71,7 +71,8 @@ class DepoisonConfig:
         epochs: epoch budget E (passes over the poisoned samples).
         lr_start: step of the first epoch: with ``step="calibrated"`` the largest fraction of
             the projected weights' norm one epoch may move them; with ``"fixed"`` the SGD rate.
-        lr_end: step of the last epoch; eta_e = lr_start * (lr_end / lr_start) ** (e / E).
+        lr_end: the step the decay approaches, eta_e = lr_start * (lr_end / lr_start) ** (e / E)
+            for e = 0 .. E - 1 (METHOD §5's schedule: the last epoch's step is just above it).
         step: "calibrated" (normalised step) or "fixed" (plain SGD eta_e * G).
         scale_lr: step of the TRGP scale S relative to the weights' step. The reference
             updates S at eta / 10 with plain SGD (0.1 here with ``step="fixed"``); with the

@@ -262,7 +262,8 @@ class UnlearnResult:
         model: the kept model: a copy, in eval mode, on the device it was unlearned on.
         history: one record per evaluated epoch try (see :func:`unlearn`).
         stop_reason: why the loop stopped (see :func:`unlearn`).
-        epochs_run: epochs of updates accepted (tries undone by a backtrack not counted).
+        epochs_run: epochs run (tries undone by a backtrack not counted). The last one counts
+            even when the rule then keeps the epoch before it: ``kept_epoch`` says which.
         kept_epoch: the epoch whose weights ``model`` holds; 0 is the original.
         lr_scale: the calibration scale s of the last epoch run (1.0 unless an overshoot
             halved it).
