@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pgu.core import plots
-from pgu.core.baselines import NEEDS_RETAIN, BaselineContext, run_baseline
+from pgu.core.baselines import BASELINES, NEEDS_RETAIN, BaselineContext, run_baseline
 from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace
@@ -140,6 +140,33 @@ def check_shadow_params(params: dict) -> int:
     if isinstance(power, bool) or not isinstance(power, int | float) or not 0.5 <= power <= 1:
         raise ValueError(f"evaluate.shadow_min_power must be an AUC in [0.5, 1], got {power!r}")
     return n
+
+
+def check_baseline_params(params: dict) -> list[str]:
+    """The baselines ``evaluate.baselines`` names, checked before the gold standard is trained.
+
+    Raises:
+        ValueError: not a list of distinct known names, or an ``ft`` run whose
+            ``evaluate.finetune_recipe`` is invalid.
+    """
+    names = params.get("baselines") or []
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"evaluate.baselines must be a list of names from {sorted(BASELINES)}, got {names!r}"
+        )
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        raise ValueError(
+            f"evaluate.baselines names unknown baselines {unknown}; valid: {sorted(BASELINES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluate.baselines lists a baseline twice: {names}")
+    if "ft" in names:
+        try:
+            TrainRecipe.from_params(params.get("finetune_recipe") or {})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"evaluate.finetune_recipe (for the ft baseline): {exc}") from exc
+    return list(names)
 
 
 def shadow_pairs(

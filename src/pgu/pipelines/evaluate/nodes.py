@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pgu.core import plots
-from pgu.core.audit import audit_request, check_shadow_params
+from pgu.core.audit import audit_request, check_baseline_params, check_shadow_params
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
 from pgu.core.deletion import Workspace, plan_requests
@@ -36,6 +36,7 @@ def evaluate_requests(
         One evaluation summary per audited request (each also written to its report folder).
     """
     check_shadow_params(params)  # before any training
+    check_baseline_params(params)
     data = SampleSet.from_tensors(samples.tensors)
     ledger = read_ledger(workspace.ledger_path)
     processed = set(ledger["request_id"].astype(str))
