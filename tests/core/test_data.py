@@ -60,6 +60,12 @@ def test_batches_cover_every_sample_once_in_order_and_shuffled():
     assert torch.allclose(shuffled.sum(), s.inputs().sum(), atol=1e-3)
 
 
+@pytest.mark.parametrize("size", [0, -4, 2.5, True])
+def test_a_batch_size_that_is_not_a_positive_integer_is_named(size):
+    with pytest.raises(ValueError, match=f"batch size must be a positive integer, got {size!r}"):
+        next(_images(10).batches(size))
+
+
 def test_tensor_round_trip_and_missing_key_error():
     s = _images()
     back = SampleSet.from_tensors(s.to_tensors())

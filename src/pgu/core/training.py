@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,6 +57,11 @@ class TrainRecipe:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' → CUDA when available else CPU; 'cpu' / 'cuda' / 'cuda:N' taken as they are."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (the `device` parameter of the "
+            f"pipeline being run), got {device!r}"
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -31,11 +31,12 @@ def collect_full_statistics(
         ``{layer: (d, d) float64}`` with metadata (stats_model_sha256, n_samples). Under
         ``torchrun`` the processes share the chunks; the bytes are those of one process.
     """
-    train = split_set(SampleSet.from_tensors(samples.tensors), index, "train")
+    size = params["batch_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"representation.batch_size must be a positive integer, got {size!r}")
     device = resolve_device(params["device"])
-    stats = collect_representations_sharded(
-        model, train, chunk_size=params["batch_size"], device=device
-    )
+    train = split_set(SampleSet.from_tensors(samples.tensors), index, "train")
+    stats = collect_representations_sharded(model, train, chunk_size=size, device=device)
     for name, r in stats.items():
         logger.info("R[%s]: %d x %d", name, r.shape[0], r.shape[1])
     meta = {"stats_model_sha256": model_hash(model), "n_samples": len(train), "state": "original"}
