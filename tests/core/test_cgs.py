@@ -192,6 +192,18 @@ def test_compute_bases_overrides_and_freeze():
     torch.testing.assert_close(bases["b"] @ bases["b"].T, torch.eye(5), atol=1e-5, rtol=0)
 
 
+def test_nested_overrides_are_read_as_dotted_layer_names():
+    """Kedro turns --params=cgs.overrides.features.conv1=1.0 into {features: {conv1: 1.0}}."""
+    retain = {"features.conv1": random_psd(6, 6, seed=6), "fc": random_psd(4, 4, seed=7)}
+    nested = compute_bases(retain, gamma=0.5, overrides={"features": {"conv1": 1.0}})
+    flat = compute_bases(retain, gamma=0.5, overrides={"features.conv1": 1.0})
+    assert nested[1][0]["frozen"] and not nested[1][1]["frozen"]
+    for key in flat[0]:
+        assert torch.equal(nested[0][key], flat[0][key])
+    with pytest.raises(ValueError, match=r"unknown layers \['features.conv9'\]"):
+        compute_bases(retain, overrides={"features": {"conv9": 1.0}})
+
+
 def test_compute_bases_unknown_override_lists_layers():
     with pytest.raises(ValueError, match="'a'"):
         compute_bases({"a": random_psd(3, 3)}, overrides={"zz": 0.9})

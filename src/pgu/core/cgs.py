@@ -23,6 +23,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -309,6 +310,15 @@ def basis_size(sigma: Tensor, gamma: float) -> int:
     return int((share <= gamma + RATIO_TOL).sum().item())
 
 
+def _dotted(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, leaf) pairs of a nested mapping: {a: {b: 1}} -> ("a.b", 1)."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def compute_bases(
     retain: Mapping[str, Tensor],
     gamma: float = 0.95,
@@ -328,7 +338,9 @@ def compute_bases(
     Args:
         retain: ``{layer: R_retain (d, d)}``.
         gamma: default threshold in (0, 1]; 1 freezes a layer.
-        overrides: per-layer thresholds ``{layer: gamma_l}``.
+        overrides: per-layer thresholds ``{layer: gamma_l}``; nested mappings are read as
+            dotted names (``--params=cgs.overrides.features.conv1=1.0`` reaches Kedro as
+            ``{features: {conv1: 1.0}}``).
         lean: store the smaller of M and N (False: always M, under the key ``layer``).
         device: where to eigen-decompose (e.g. "cuda"); None: where each matrix is.
         eigh_dtype: precision of the eigendecompositions (see :func:`spectrum`).
@@ -343,7 +355,7 @@ def compute_bases(
     Raises:
         ValueError: an override names a layer not in ``retain``, or a gamma is invalid.
     """
-    overrides = dict(overrides or {})
+    overrides = dict(_dotted(overrides or {}))
     unknown = sorted(set(overrides) - set(retain))
     if unknown:
         raise ValueError(f"gamma overrides for unknown layers {unknown}; valid: {list(retain)}")
