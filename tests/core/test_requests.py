@@ -139,3 +139,31 @@ def test_file_request_refuses_bad_input_before_writing(tmp_path, kwargs, message
     with pytest.raises(RequestError, match=message):
         file_request(tmp_path, **kwargs)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("id: r1\nforget: {sample_ids: [0, 2]}\nforget: {classes: [1]}\n", "forget"),
+        ("id: r1\nforget:\n  sample_ids: [0]\n  sample_ids: [2]\n", "sample_ids"),
+    ],
+)
+def test_a_repeated_key_is_refused_not_half_read(tmp_path, text, key):
+    with pytest.raises(RequestError, match=f"r1.yml: key '{key}' appears twice"):
+        parse_request(_write(tmp_path, "r1", text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("requests:\n  req-0001: {after: original\n", "queue.yml is not valid YAML"),
+        ("- req-0001\n", "queue.yml must be a mapping `requests:"),
+        ("requests:\n  a: {after: original}\n  a: {after: original}\n", "key 'a' appears twice"),
+        ("requests:\n  a: {after: original}\nrequests: {}\n", "key 'requests' appears twice"),
+        ("requests:\n  0001: {after: original}\n", "ids must be strings.*quote"),
+    ],
+)
+def test_a_malformed_queue_names_the_file_and_its_shape(tmp_path, text, message):
+    (tmp_path / "queue.yml").write_text(text)
+    with pytest.raises(RequestError, match=message):
+        read_queue(tmp_path)

@@ -38,8 +38,55 @@ ORIGINAL = "original"  # name of the state every queue starts from
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+QUEUE_SHAPE = "a mapping `requests: {<id>: {after: <state>}}`"
+
+
 class RequestError(ValueError):
     """A deletion request is malformed or cannot be honoured as written."""
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one
+    silently, which would drop part of a request)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKeyError(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # unhashable: SafeLoader reports it itself
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(path: Path, data: bytes, shape: str) -> object:
+    """The document of ``data`` (read from ``path``); one RequestError naming the file if not
+    YAML or if a key repeats."""
+    try:
+        return yaml.load(data, Loader=_StrictLoader)
+    except _DuplicateKeyError as exc:
+        raise RequestError(
+            f"{path}: key {exc.key!r} appears twice (the second at line {exc.line}); YAML "
+            "would keep only the last, so merge them into one"
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)  # one line, not PyYAML's multi-line report
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise RequestError(
+            f"{path} is not valid YAML ({problem}{where}); expected {shape}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -86,10 +133,7 @@ def parse_request(path: str | Path) -> DeletionRequest:
     """Read and structurally check one request file (ids are checked by :func:`resolve`)."""
     path = Path(path)
     data = path.read_bytes()
-    try:
-        doc = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise RequestError(f"{path} is not valid YAML: {exc}") from exc
+    doc = _load_yaml(path, data, "a mapping with keys id, forget, note (and purpose)")
     if not isinstance(doc, dict):
         raise RequestError(f"{path} must be a mapping with keys id, forget, note (and purpose)")
     unknown = set(doc) - {"id", "forget", "note", "purpose"}
@@ -132,7 +176,9 @@ def read_queue(folder: str | Path) -> list[dict]:
     path = Path(folder) / QUEUE_FILE
     if not path.is_file():
         return []
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = _load_yaml(path, path.read_bytes(), QUEUE_SHAPE) or {}
+    if not isinstance(doc, dict) or not set(doc) <= {"requests"}:
+        raise RequestError(f"{path} must be {QUEUE_SHAPE}, got {doc!r}")
     entries = doc.get("requests") or {}
     if not isinstance(entries, dict):
         raise RequestError(f"{path}: requests must be a mapping {{id: {{after: state}}}}")
@@ -140,6 +186,12 @@ def read_queue(folder: str | Path) -> list[dict]:
     for request_id, item in entries.items():
         if not isinstance(item, dict) or set(item) != {"after"}:
             raise RequestError(f"{path}: {request_id} must map to {{after: <state>}}, got {item!r}")
+        # YAML reads 0003 as the integer 3, which names no file; say how to write it
+        if not isinstance(request_id, str) or not isinstance(item["after"], str):
+            raise RequestError(
+                f"{path}: request ids must be strings, got {request_id!r}: {item!r}; "
+                "quote ids that YAML would read as numbers, e.g. '0003': {after: '0002'}"
+            )
         if item["after"] != expected:
             raise RequestError(
                 f"{path}: {request_id} must start from {expected!r} (the previous request), "
