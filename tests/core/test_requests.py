@@ -167,3 +167,11 @@ def test_a_malformed_queue_names_the_file_and_its_shape(tmp_path, text, message)
     (tmp_path / "queue.yml").write_text(text)
     with pytest.raises(RequestError, match=message):
         read_queue(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["req-0002.yaml", "req-0002.YML"])
+def test_a_request_file_not_named_id_yml_is_refused_not_skipped(tmp_path, name):
+    file_request(tmp_path, sample_ids=[1])
+    (tmp_path / name).write_text("id: req-0002\nforget: {sample_ids: [2]}\n")
+    with pytest.raises(RequestError, match=f"{name}.*must be named <id>.yml"):
+        load_requests(tmp_path)

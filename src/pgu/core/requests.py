@@ -202,11 +202,27 @@ def read_queue(folder: str | Path) -> list[dict]:
     return queue
 
 
+def _request_files(folder: Path) -> set[str]:
+    """The ids of the request files in ``folder``, refusing YAML files that would be skipped."""
+    # only <id>.yml is read: a req-0003.yaml would otherwise be ignored without a word
+    misnamed = sorted(
+        p.name
+        for p in folder.glob("*")
+        if p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yml"
+    )
+    if misnamed:
+        raise RequestError(
+            f"{folder}: {misnamed} would not be read; requests must be named <id>.yml (and the "
+            f"queue {QUEUE_FILE}): rename them"
+        )
+    return {p.stem for p in folder.glob("*.yml")} - {Path(QUEUE_FILE).stem}
+
+
 def load_requests(folder: str | Path) -> list[DeletionRequest]:
     """Every request of the queue, parsed, in queue order."""
     folder = Path(folder)
     queue = read_queue(folder)
-    files = {p.stem for p in folder.glob("*.yml")} - {Path(QUEUE_FILE).stem}
+    files = _request_files(folder)
     missing = [q["id"] for q in queue if q["id"] not in files]
     if missing:
         raise RequestError(f"{folder}: queued requests {missing} have no file <id>.yml")
