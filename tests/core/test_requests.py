@@ -175,3 +175,30 @@ def test_a_request_file_not_named_id_yml_is_refused_not_skipped(tmp_path, name):
     (tmp_path / name).write_text("id: req-0002\nforget: {sample_ids: [2]}\n")
     with pytest.raises(RequestError, match=f"{name}.*must be named <id>.yml"):
         load_requests(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("original", "id: original\nforget: {sample_ids: [1]}\n", "'original' is reserved"),
+        ("r1", "forget: {sample_ids: [1]}\n", "the id is missing; add `id: r1`"),
+        ("r1", "id: r1\nforget: {sample_id: [1]}\n", "unknown keys \\['sample_id'\\] under forget"),
+        ("r1", "id: r1\nforget: {sample_ids: [99999999999999999999]}\n", "99999999999999999999"),
+    ],
+)
+def test_request_errors_name_the_actual_problem(tmp_path, name, text, message):
+    with pytest.raises(RequestError, match=message):
+        parse_request(_write(tmp_path, name, text))
+
+
+def test_a_huge_id_is_a_request_error_not_an_overflow(tmp_path, index):
+    from pgu.core.requests import DeletionRequest
+
+    huge = DeletionRequest("r1", (99999999999999999999,), (), "", "")
+    with pytest.raises(RequestError, match="99999999999999999999.*out of range"):
+        resolve(huge, index, np.empty(0, dtype=np.int64), 3)
+    with pytest.raises(RequestError, match="99999999999999999999.*out of range"):
+        file_request(tmp_path, sample_ids=[99999999999999999999])
+    with pytest.raises(RequestError, match="'original' is reserved"):
+        file_request(tmp_path, sample_ids=[1], request_id="original")
+    assert list(tmp_path.iterdir()) == []

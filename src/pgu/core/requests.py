@@ -119,6 +119,13 @@ class DeletionRequest:
         return "classes" if self.classes else "samples"
 
 
+def _check_int64(values: Sequence[int], where: str) -> None:
+    """Refuse integers numpy cannot hold (an OverflowError deep inside otherwise)."""
+    huge = [v for v in values if not -(2**63) <= v < 2**63]
+    if huge:
+        raise RequestError(f"{where}: {huge[:10]} out of range; no sample or class has such an id")
+
+
 def _int_list(value: object, what: str, path: Path) -> tuple[int, ...]:
     if value is None:
         return ()
@@ -126,7 +133,18 @@ def _int_list(value: object, what: str, path: Path) -> tuple[int, ...]:
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
         raise RequestError(f"{path}: forget.{what} must be a list of integers, got {value!r}")
+    _check_int64(value, f"{path}: forget.{what}")
     return tuple(value)
+
+
+def _check_id(request_id: str, where: str) -> None:
+    if request_id == ORIGINAL:
+        raise RequestError(
+            f"{where}: request id {ORIGINAL!r} is reserved (the state every queue starts "
+            "from); choose another id"
+        )
+    if not ID_PATTERN.match(request_id):
+        raise RequestError(f"{where}: request id {request_id!r} must be letters, digits, - _ .")
 
 
 def parse_request(path: str | Path) -> DeletionRequest:
@@ -139,18 +157,25 @@ def parse_request(path: str | Path) -> DeletionRequest:
     unknown = set(doc) - {"id", "forget", "note", "purpose"}
     if unknown:
         raise RequestError(
-            f"{path}: unknown keys {sorted(unknown)}; allowed: id, forget, note, purpose"
+            f"{path}: unknown keys {sorted(unknown, key=str)}; allowed: id, forget, note, purpose"
         )
-    if doc.get("id") != path.stem:
+    if "id" not in doc:
+        raise RequestError(f"{path}: the id is missing; add `id: {path.stem}`")
+    if doc["id"] != path.stem:
         raise RequestError(
-            f"{path}: id {doc.get('id')!r} differs from the file name {path.stem!r}; "
+            f"{path}: id {doc['id']!r} differs from the file name {path.stem!r}; "
             "rename the file or fix the id"
         )
-    if not ID_PATTERN.match(path.stem) or path.stem == ORIGINAL:
-        raise RequestError(f"{path}: request id {path.stem!r} must be letters, digits, - _ .")
+    _check_id(path.stem, str(path))
     forget = doc.get("forget")
-    if not isinstance(forget, dict) or not set(forget) <= {"sample_ids", "classes"}:
+    if not isinstance(forget, dict):
         raise RequestError(f"{path}: forget must be a mapping with sample_ids and/or classes")
+    unknown = set(forget) - {"sample_ids", "classes"}
+    if unknown:
+        raise RequestError(
+            f"{path}: unknown keys {sorted(unknown, key=str)} under forget; "
+            "it takes sample_ids and/or classes"
+        )
     ids = _int_list(forget.get("sample_ids"), "sample_ids", path)
     classes = _int_list(forget.get("classes"), "classes", path)
     if not ids and not classes:
@@ -257,6 +282,7 @@ def resolve(
             range; a request that resolves to no sample.
     """
     where = f"request {request.id}"
+    _check_int64(request.sample_ids, f"{where}: sample ids")
     ids = np.asarray(request.sample_ids, dtype=np.int64)
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
@@ -319,8 +345,10 @@ def file_request(
         raise RequestError(f"purpose {purpose!r} is not one of {list(PURPOSES)}")
     if purpose == "depoison" and classes:
         raise RequestError("a de-poisoning request names mislabelled samples: give sample_ids")
-    if request_id is not None and (not ID_PATTERN.match(request_id) or request_id == ORIGINAL):
-        raise RequestError(f"request id {request_id!r} must be letters, digits, - _ .")
+    _check_int64(sample_ids, "sample ids")
+    _check_int64(classes, "classes")
+    if request_id is not None:
+        _check_id(request_id, str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     queue = read_queue(folder)
     request_id = request_id or f"req-{len(queue) + 1:04d}"
