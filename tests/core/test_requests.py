@@ -1,5 +1,7 @@
 """Deletion requests: parsing, the queue, validation against the sample index, filing."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,4 +203,35 @@ def test_a_huge_id_is_a_request_error_not_an_overflow(tmp_path, index):
         file_request(tmp_path, sample_ids=[99999999999999999999])
     with pytest.raises(RequestError, match="'original' is reserved"):
         file_request(tmp_path, sample_ids=[1], request_id="original")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_ids_go_past_every_id_in_the_queue_files_and_ledger(tmp_path):
+    from pgu.core.ledger import COLUMNS, append_row
+    from pgu.core.requests import default_ledger
+
+    folder = tmp_path / "data/01_raw/deletion_requests"
+    folder.parent.mkdir(parents=True)
+    ledger = default_ledger(folder)
+    assert ledger == tmp_path / "data/08_reporting/ledger.csv"
+    assert default_ledger("data/01_raw/cifar10/deletion_requests") == Path(
+        "data/08_reporting/cifar10/ledger.csv"
+    )
+    file_request(folder, sample_ids=[1])
+    file_request(folder, sample_ids=[2])
+    append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": "req-0001"})
+    append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": "req-0002"})
+    # req-0002 deleted by hand, with its queue line: its id is still taken by the ledger
+    (folder / "req-0002.yml").unlink()
+    (folder / "queue.yml").write_text("requests:\n  req-0001: {after: original}\n")
+    assert file_request(folder, sample_ids=[3]).name == "req-0003.yml"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(RequestError, match="'req-0002' is in the ledger"):
+        file_request(folder, sample_ids=[4], request_id="req-0002")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_file_request_refuses_to_create_a_tree_outside_a_project(tmp_path):
+    with pytest.raises(RequestError, match="01_raw does not exist"):
+        file_request(tmp_path / "data/01_raw/deletion_requests", sample_ids=[1])
     assert list(tmp_path.iterdir()) == []

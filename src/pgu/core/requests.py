@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from pgu.core.checkpoint import atomic_write_bytes, sha256_bytes
+from pgu.core.ledger import read_ledger
 
 QUEUE_FILE = "queue.yml"
 PURPOSES = ("forget", "depoison")
@@ -321,6 +322,25 @@ def resolve(
     return np.union1d(uniq, class_ids).astype(np.int64)
 
 
+def default_ledger(folder: str | Path) -> Path | None:
+    """The ledger of a requests folder laid out as in the catalog, else None.
+
+    ``<root>/01_raw/<sub>/deletion_requests`` -> ``<root>/08_reporting/<sub>/ledger.csv``
+    (``<sub>`` is empty in conf/base and ``cifar10`` in conf/cifar10).
+    """
+    parts = Path(folder).parts
+    if not parts or parts[-1] != "deletion_requests" or "01_raw" not in parts:
+        return None
+    raw = len(parts) - 1 - parts[::-1].index("01_raw")
+    return Path(*parts[:raw], "08_reporting", *parts[raw + 1 : -1], "ledger.csv")
+
+
+def _next_id(taken: set[str]) -> str:
+    """``req-NNNN`` past every such id taken, so a request deleted by hand is never reused."""
+    numbers = [int(m[1]) for t in taken if (m := re.fullmatch(r"req-(\d+)", t))]
+    return f"req-{max(numbers, default=0) + 1:04d}"
+
+
 def file_request(
     folder: str | Path,
     sample_ids: Sequence[int] = (),
@@ -328,12 +348,15 @@ def file_request(
     note: str = "",
     request_id: str | None = None,
     purpose: str = "forget",
+    ledger: str | Path | None = None,
 ) -> Path:
     """Write a new request file and append it to the queue; returns the file's path.
 
-    The id defaults to ``req-NNNN``, one more than the queue's length. Ids are only checked
-    against the sample index when the request is processed. ``purpose="depoison"`` files the
-    samples as mislabelled (see the module docstring).
+    The id defaults to ``req-NNNN``, past every such id in the queue, the request files and the
+    ledger (``ledger``, by default :func:`default_ledger` of ``folder``), whose ids are never
+    reused: a request the ledger lists is treated as done. Ids are only checked against the
+    sample index when the request is processed. ``purpose="depoison"`` files the samples as
+    mislabelled (see the module docstring).
     """
     folder = Path(folder)
     # any sequence of integers: a list, a numpy array, a tensor
@@ -349,9 +372,20 @@ def file_request(
     _check_int64(classes, "classes")
     if request_id is not None:
         _check_id(request_id, str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.parent.is_dir():  # not a project's data/01_raw: refuse to grow a tree there
+        raise RequestError(
+            f"requests folder {folder}: {folder.parent} does not exist; run from the project "
+            "root or name the project's requests folder"
+        )
     queue = read_queue(folder)
-    request_id = request_id or f"req-{len(queue) + 1:04d}"
+    ledger = default_ledger(folder) if ledger is None else Path(ledger)
+    done = set() if ledger is None else set(read_ledger(ledger)["request_id"].astype(str))
+    if request_id in done:
+        raise RequestError(
+            f"request id {request_id!r} is in the ledger {ledger} (already processed); ids are "
+            "never reused, choose another"
+        )
+    request_id = request_id or _next_id({q["id"] for q in queue} | _request_files(folder) | done)
     path = folder / f"{request_id}.yml"
     if path.exists() or any(q["id"] == request_id for q in queue):
         raise RequestError(f"{path} already exists; requests are immutable once filed")
@@ -364,8 +398,13 @@ def file_request(
     if purpose != "forget":  # a plain request's file stays as it always was
         doc["purpose"] = purpose
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+    folder.mkdir(exist_ok=True)
     atomic_write_bytes(path, text.encode())
-    parse_request(path)  # refuse to queue what could not be read back
+    try:
+        parse_request(path)  # refuse to queue what could not be read back
+    except RequestError:
+        path.unlink()  # and leave nothing behind: an unqueued file blocks every later run
+        raise
     after = queue[-1]["id"] if queue else ORIGINAL
     queue.append({"id": request_id, "after": after})
     header = "# Processing order of deletion requests; `after` is the state each one starts from.\n"
