@@ -375,7 +375,7 @@ def file_request(
     if not folder.parent.is_dir():  # not a project's data/01_raw: refuse to grow a tree there
         raise RequestError(
             f"requests folder {folder}: {folder.parent} does not exist; run from the project "
-            "root or name the project's requests folder"
+            "root or pass the project's requests folder (pgu-admin: --requests)"
         )
     queue = read_queue(folder)
     ledger = default_ledger(folder) if ledger is None else Path(ledger)
