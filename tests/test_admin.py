@@ -131,3 +131,55 @@ def test_purge_keeps_a_cache_object_that_a_kept_file_shares(tmp_path):
     assert main(args) == 0
     assert not (states / "req-0001/model.safetensors").exists()
     assert (states / "req-0002/model.safetensors").exists() and obj.exists()
+
+
+def test_repeated_options_add_up_and_duplicates_across_them_are_caught(tmp_path, capsys):
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    common = ["--requests", str(folder), "--index", str(index)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("4\n6\n")
+    args = ["--ids", "0", "--ids", "2", "--ids-file", str(ids_file), "--classes", "1"]
+    assert main(["file-request", *args, *common]) == 0
+    assert main(["file-request", "--ids", "8", "--ids", "8", *common]) == 2
+    assert "duplicate sample ids [8]" in capsys.readouterr().err
+    assert main(["file-request", "--classes", "0", "--classes", "0", *common]) == 2
+    assert "listed twice" in capsys.readouterr().err
+    (request,) = load_requests(folder)
+    assert (request.sample_ids, request.classes) == ((0, 2, 4, 6), (1,))
+
+
+def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    common = ["--requests", str(folder), "--index", str(index)]
+    assert main(["file-request", "--ids", "1", *common]) == 0
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("2\n3x\n")
+    cases = [
+        (["--ids", "abc"], "--ids: 'abc' is not an integer"),
+        (["--ids", "1.5"], "--ids: '1.5' is not an integer"),
+        (["--classes", "a"], "--classes: 'a' is not an integer"),
+        (["--ids-file", str(ids_file)], f"--ids-file {ids_file}: '3x' is not an integer"),
+        (["--ids-file", str(tmp_path / "no.txt")], "no.txt not found"),
+        (["--ids", "99999999999999999999"], "[99999999999999999999] out of range"),
+        (["--ids", "2", "--id", "original"], "'original' is reserved"),
+        (["--ids", "2", "--index", str(tmp_path / "typo.csv")], "typo.csv not found; run"),
+        (["--ids", "2", "--requests", str(tmp_path / "no/deletion_requests")], "does not exist"),
+    ]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for args, message in cases:
+        assert main(["file-request", *common, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_an_id_the_ledger_lists_is_never_reused(tmp_path, capsys):
+    folder = tmp_path / "data/01_raw/deletion_requests"
+    folder.parent.mkdir(parents=True)
+    common = ["--requests", str(folder), "--index", str(_index(tmp_path))]
+    ledger = tmp_path / "data/08_reporting/ledger.csv"
+    append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": "req-0001"})
+    assert main(["file-request", "--ids", "1", "--id", "req-0001", *common]) == 2
+    assert "in the ledger" in capsys.readouterr().err
+    assert main(["file-request", "--ids", "1", *common]) == 0
+    assert [r.id for r in load_requests(folder)] == ["req-0002"]

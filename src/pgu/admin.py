@@ -7,9 +7,10 @@
     pgu-admin purge [--dry-run]
 
 Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
-``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it. When the sample index exists,
-the ids and classes are checked against it (and the requests already queued) first: a request
-cannot be edited once filed, so a bad one is refused before it is written.
+``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
+against the sample index (which must exist) and the requests already queued first: a request
+cannot be edited once filed, so a bad one is refused before it is written. ``--ids``,
+``--ids-file`` and ``--classes`` may be repeated; their values add up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pgu.core.ledger import LedgerError
 from pgu.core.requests import (
     DeletionRequest,
     RequestError,
@@ -43,13 +45,30 @@ def _already_requested(folder: str, index: pd.DataFrame) -> np.ndarray:
     return forgotten
 
 
+def _ints(text: str, source: str) -> list[int]:
+    """The integers of comma/space-separated ``text``; a bad token is named with its source."""
+    values = []
+    for token in text.replace(",", " ").split():
+        try:
+            values.append(int(token))
+        except ValueError:
+            raise RequestError(f"{source}: {token!r} is not an integer") from None
+    return values
+
+
 def _file(args: argparse.Namespace) -> Path:
+    if not Path(args.index).is_file():  # without it nothing could be checked before filing
+        raise RequestError(
+            f"sample index {args.index} not found; run `kedro run --pipeline data` first (from "
+            "the project root), or pass --index"
+        )
     ids: list[int] = []
-    if args.ids:
-        ids += [int(t) for t in args.ids.replace(" ", "").split(",") if t]
-    if args.ids_file:
-        text = Path(args.ids_file).read_text().replace(",", " ").split()
-        ids += [int(t) for t in text]
+    for text in args.ids or []:
+        ids += _ints(text, "--ids")
+    for name in args.ids_file or []:
+        if not Path(name).is_file():
+            raise RequestError(f"--ids-file {name} not found")
+        ids += _ints(Path(name).read_text(), f"--ids-file {name}")
     if args.random_fraction is not None:
         index = pd.read_csv(args.index)
         train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
@@ -61,14 +80,20 @@ def _file(args: argparse.Namespace) -> Path:
             )
         rng = np.random.default_rng(args.seed)
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else []
-    if Path(args.index).is_file() and (ids or classes):
+    classes = [c for text in args.classes or [] for c in _ints(text, "--classes")]
+    if ids or classes:
         index = pd.read_csv(args.index)
         new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
         num_classes = int(index["label"].max()) + 1
         resolve(new, index, _already_requested(args.requests, index), num_classes)
     return file_request(
-        args.requests, ids, classes, note=args.note, request_id=args.id, purpose=args.purpose
+        args.requests,
+        ids,
+        classes,
+        note=args.note,
+        request_id=args.id,
+        purpose=args.purpose,
+        ledger=args.ledger,
     )
 
 
@@ -76,9 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgu-admin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("file-request", help="write and queue a new deletion request")
-    f.add_argument("--ids", help="comma-separated sample ids")
-    f.add_argument("--ids-file", help="file with sample ids separated by spaces, commas or lines")
-    f.add_argument("--classes", help="comma-separated classes to forget entirely")
+    # action="append": a repeated option adds its values instead of replacing the earlier ones
+    f.add_argument("--ids", action="append", help="comma-separated sample ids")
+    f.add_argument(
+        "--ids-file",
+        action="append",
+        help="file with sample ids separated by spaces, commas or lines",
+    )
+    f.add_argument("--classes", action="append", help="comma-separated classes to forget entirely")
     f.add_argument("--random-fraction", type=float, help="forget this share of the train split")
     f.add_argument("--seed", type=int, default=0, help="seed of --random-fraction")
     f.add_argument("--note", default="", help="free text for the audit trail")
@@ -91,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--id", help="request id (default req-NNNN)")
     f.add_argument("--requests", default=REQUESTS, help="request folder")
     f.add_argument("--index", default=INDEX, help="sample index table")
+    f.add_argument(
+        "--ledger",
+        help="ledger whose ids are never reused (default: the one beside --requests, "
+        "data/08_reporting/ledger.csv for data/01_raw/deletion_requests)",
+    )
     p = sub.add_parser(
         "purge",
         help="delete superseded model states and evaluation models that saw forgotten samples "
@@ -109,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for line in purge_superseded(args.states, args.ledger, args.dvc_cache, args.dry_run):
                 print(line)
-    except (RequestError, FileNotFoundError, ValueError) as exc:
+    except (RequestError, LedgerError, FileNotFoundError, ValueError) as exc:
         print(f"pgu-admin: {exc}", file=sys.stderr)
         return 2
     return 0
