@@ -47,3 +47,20 @@ def test_failed_commit_leaves_the_previous_state(tmp_path):
         store.commit("s", {"model.safetensors": b"v2", "retain_stats.safetensors": object()})
     assert (tmp_path / "s" / "model.safetensors").read_bytes() == b"v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_ledger_refuses_a_half_written_last_row(tmp_path):
+    # pandas pads a short row with NaN: the next append would follow a row with no hashes
+    path = tmp_path / "ledger.csv"
+    append_row(path, _row(1))
+    append_row(path, _row(2))
+    path.write_bytes(path.read_bytes()[:-30])
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match="last row is incomplete"):
+        read_ledger(path)
+    with pytest.raises(LedgerError, match="last row is incomplete"):
+        append_row(path, _row(3))
+    assert path.read_bytes() == before
+    path.write_bytes(before[: before.rindex(b",")] + b"\n")  # a line end, one field short
+    with pytest.raises(LedgerError, match=r"line 3 has 20 fields, the header 23"):
+        read_ledger(path)

@@ -8,6 +8,7 @@ atomic (the new file replaces the old one in one rename) and refuse to rewrite e
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def read_ledger(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
+    _check_rows(path)
     try:
         table = pd.read_csv(path, dtype={"request_id": str})
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -61,6 +63,37 @@ def read_ledger(path: str | Path) -> pd.DataFrame:
     if missing:
         raise LedgerError(f"{path} lacks ledger columns {sorted(missing)}")
     return table
+
+
+def _check_rows(path: Path) -> None:
+    """Refuse a ledger with an incomplete or extra-field row.
+
+    pandas pads a short row with NaN, so a half-written last row (a truncated copy, a full
+    disk) would read as a request with no hashes, and the next append would follow it.
+    """
+    data = path.read_bytes()
+    fix = (
+        "the ledger is append-only and every row is one whole CSV line: restore the file from "
+        "git or your backup (never edit it by hand), then rerun"
+    )
+    if data and not data.endswith(b"\n"):
+        raise LedgerError(f"{path}: the last row is incomplete (no line end); {fix}")
+    try:
+        rows = csv.reader(io.StringIO(data.decode()))
+        header = next(rows, [])
+        for row in rows:
+            if len(row) != len(header):
+                raise LedgerError(
+                    f"{path}: line {rows.line_num} has {len(row)} fields, the header "
+                    f"{len(header)}; {fix}"
+                )
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise LedgerError(f"{path} is not a readable ledger CSV ({exc}); {fix}") from exc
+
+
+def latest_rows(table: pd.DataFrame) -> dict[str, dict]:
+    """Each request's last row (a replay supersedes the rows before it), by request id."""
+    return {str(r["request_id"]): r for r in table.to_dict(orient="records")}
 
 
 def append_row(path: str | Path, row: dict) -> pd.DataFrame:
