@@ -2,6 +2,7 @@
 
 import pytest
 
+from pgu.core.checkpoint import CheckpointError
 from pgu.core.ledger import COLUMNS, LedgerError, append_row, read_ledger
 from pgu.core.state import StateStore
 
@@ -64,3 +65,10 @@ def test_ledger_refuses_a_half_written_last_row(tmp_path):
     path.write_bytes(before[: before.rindex(b",")] + b"\n")  # a line end, one field short
     with pytest.raises(LedgerError, match=r"line 3 has 20 fields, the header 23"):
         read_ledger(path)
+
+
+def test_a_missing_request_state_file_says_how_to_restore_it(tmp_path):
+    store = StateStore(tmp_path)
+    store.commit("req-0001", {"model.safetensors": b"v1"})
+    with pytest.raises(CheckpointError, match="restore the file .*`dvc checkout"):
+        store.load_stats("req-0001")

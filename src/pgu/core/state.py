@@ -33,6 +33,16 @@ RETAIN_STATS = "retain_stats.safetensors"
 BASES = "bases.safetensors"
 
 
+def _request_state_hint(name: str, path: Path) -> str:
+    # a processed request's file can go missing too (deleted, a partial checkout): the ledger
+    # then has its row, and the file comes back from DVC's cache or from a replay
+    return (
+        f"if request {name} was processed, restore the file (`dvc checkout {path}`) or replay "
+        f"{name} (`kedro run --pipeline unlearn --params unlearn.request_id={name}`); "
+        "otherwise process the requests before it first"
+    )
+
+
 class StateStore:
     """Reads and atomically writes model states under one root folder."""
 
@@ -54,7 +64,7 @@ class StateStore:
             hint = (
                 "run `kedro run --pipeline train` (with the same `--env`)"
                 if name == "original"
-                else "process the requests before it first"
+                else _request_state_hint(name, path)
             )
             raise CheckpointError(f"state {name!r} has no model at {path}; {hint}")
         return path.read_bytes()
@@ -77,7 +87,7 @@ class StateStore:
             hint = (
                 "run `kedro run --pipeline representation` (with the same `--env`)"
                 if name == "original"
-                else "process the requests before it first"
+                else _request_state_hint(name, path)
             )
             raise CheckpointError(f"state {name!r} has no statistics at {path}; {hint}")
         tensors, meta = load_tensors(path)
