@@ -28,11 +28,12 @@ from pgu.core.checkpoint import (
     atomic_write_bytes,
     model_to_bytes,
     sha256_bytes,
+    sha256_file,
     tensors_to_bytes,
 )
 from pgu.core.data import SampleSet, split_set
 from pgu.core.depoisoning import DepoisonConfig, accuracy, depoison, depoison_bases
-from pgu.core.ledger import append_row
+from pgu.core.ledger import append_row, latest_rows
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
 from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
@@ -94,6 +95,30 @@ def plan_requests(
                 f"{plans[0].request.id}; the queue must be processed in order"
             )
     return plans
+
+
+def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> None:
+    """Refuse when a processed request's file differs from the one its ledger row hashed.
+
+    Planning resolves every request from its file, so an edited processed request would change
+    which ids count as already forgotten: an id taken out of it could be filed and subtracted
+    from the statistics a second time.
+    """
+    for rid, row in latest_rows(ledger).items():
+        path = Path(requests_dir) / f"{rid}.yml"
+        restore = f"restore it (`git checkout -- {path}` or `dvc checkout {path}`)"
+        if not path.is_file():
+            raise RequestError(
+                f"request {rid} was processed (it is in the ledger) but {path} is missing; "
+                f"{restore}"
+            )
+        if sha256_file(path) != row["request_sha256"]:
+            raise RequestError(
+                f"request {rid} was processed, but {path} has changed since (its sha256 differs "
+                "from the ledger's request_sha256): processed requests cannot be edited; "
+                f"{restore}, and file a new request (`pgu-admin file-request`) for anything "
+                "else to forget"
+            )
 
 
 def execute_request(

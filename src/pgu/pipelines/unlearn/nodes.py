@@ -8,7 +8,12 @@ import pandas as pd
 
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
-from pgu.core.deletion import RequestPlan, Workspace, execute_request
+from pgu.core.deletion import (
+    RequestPlan,
+    Workspace,
+    check_requests_unchanged,
+    execute_request,
+)
 from pgu.core.depoisoning import DepoisonConfig
 from pgu.core.ledger import read_ledger
 from pgu.core.training import resolve_device
@@ -34,11 +39,14 @@ def process_requests(
     Returns:
         The ledger rows written by this run.
     """
+    ledger = read_ledger(workspace.ledger_path)
+    # before anything is written: the ids planned as already forgotten come from these files
+    check_requests_unchanged(workspace.requests_dir, ledger)
     data = SampleSet.from_tensors(samples.tensors)
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
     depoison_config = DepoisonConfig.from_params(depoison_params.get("config") or {})
     device = resolve_device(unlearn_params["device"])
-    done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
+    done = set(ledger["request_id"].astype(str))
     rows = []
     for plan in plans:
         rows.append(
