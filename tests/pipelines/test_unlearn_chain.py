@@ -1,12 +1,17 @@
 """The audit trail is checked before it is built on: request files, state files, the ledger."""
 
+import logging
+import shutil
+
 import pandas as pd
 import pytest
 import yaml
 from conftest import KedroProject
 
 from pgu.core.data import split_ids
+from pgu.core.ledger import read_ledger
 from pgu.core.requests import file_request
+from pgu.core.state import StateStore
 
 pytestmark = pytest.mark.slow
 REQUESTS = "data/01_raw/deletion_requests"
@@ -47,3 +52,71 @@ def test_an_edited_processed_request_is_refused(project):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     file_request(project.path / REQUESTS, sample_ids=[removed])
     _refused(project, r"request req-0001 was processed, but .* has changed .* cannot be edited")
+
+
+def _copy_original(name: str):
+    def tamper(p):
+        shutil.copy(p / STATES / "original" / name, p / STATES / "req-0002" / name)
+
+    return tamper
+
+
+def _edit_ledger_hash(p):
+    ledger = p / LEDGER
+    row = read_ledger(ledger).iloc[-1]
+    digest = row["output_model_sha256"]
+    ledger.write_text(ledger.read_text().replace(digest, "0" * 64))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_copy_original("model.safetensors"), "req-0002/model.safetensors is not the file"),
+        (
+            _copy_original("retain_stats.safetensors"),
+            "req-0002/retain_stats.safetensors is not the file request req-0002 wrote",
+        ),
+        (
+            lambda p: (p / STATES / "req-0002/retain_stats.safetensors").unlink(),
+            r"retain_stats.safetensors is missing, but request req-0002 was processed; "
+            r"restore it \(`dvc checkout",
+        ),
+        (_edit_ledger_hash, "req-0002/model.safetensors is not the file"),
+        (
+            lambda p: (p / LEDGER).write_bytes((p / LEDGER).read_bytes()[:-300]),
+            "last row is incomplete",
+        ),
+    ],
+    ids=["model", "stats", "missing-stats", "ledger-hash", "ledger-truncated"],
+)
+def test_a_state_or_ledger_that_does_not_match_is_refused(project, tamper, message):
+    tamper(project.path)
+    file_request(project.path / REQUESTS, sample_ids=[int(split_ids(_index(project), "train")[50])])
+    _refused(project, message)
+
+
+def _index(project: KedroProject) -> pd.DataFrame:
+    return pd.read_csv(project.path / "data/02_intermediate/sample_index.csv")
+
+
+def test_a_replay_leaves_later_requests_stale_until_they_are_replayed_in_order(project, caplog):
+    p = project.path
+    ledger_path = p / LEDGER
+    caplog.set_level(logging.WARNING, logger="pgu")
+    project.run("unlearn", params={"unlearn": {"request_id": "req-0001"}, "cgs": {"gamma": 0.9}})
+    ledger = read_ledger(ledger_path)
+    assert ledger["request_id"].tolist() == ["req-0001", "req-0002", "req-0001"]
+    assert ledger.loc[2, "output_model_sha256"] != ledger.loc[0, "output_model_sha256"]
+    assert "req-0002 and every processed request after it are stale" in caplog.text
+    # req-0002 was built from the replaced req-0001: nothing may start from it
+    file_request(p / REQUESTS, sample_ids=[int(split_ids(_index(project), "train")[50])])
+    _refused(project, "request req-0002 was processed from an earlier version of state 'req-0001'")
+    # replaying the later request next, as `dvc repro` does, is allowed and mends the chain
+    project.run("unlearn", params={"unlearn": {"request_id": "req-0002"}, "cgs": {"gamma": 0.9}})
+    ledger = read_ledger(ledger_path)
+    assert ledger.loc[3, "input_model_sha256"] == ledger.loc[2, "output_model_sha256"]
+    from pgu.core.deletion import check_start_state  # here: the module imports without it
+
+    check_start_state(StateStore(p / STATES), ledger, "req-0002")
+    project.run("unlearn")
+    assert read_ledger(ledger_path)["request_id"].tolist()[-1] == "req-0003"

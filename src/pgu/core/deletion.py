@@ -33,7 +33,7 @@ from pgu.core.checkpoint import (
 )
 from pgu.core.data import SampleSet, split_set
 from pgu.core.depoisoning import DepoisonConfig, accuracy, depoison, depoison_bases
-from pgu.core.ledger import append_row, latest_rows
+from pgu.core.ledger import LedgerError, append_row, latest_rows, read_ledger
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
 from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
@@ -97,6 +97,11 @@ def plan_requests(
     return plans
 
 
+# (file, ledger column) of what a state hands to the next request
+_STATE_FILES = ((MODEL, "output_model_sha256"), (RETAIN_STATS, "output_stats_sha256"))
+_REPLAY = "`kedro run --pipeline unlearn --params unlearn.request_id={}`"
+
+
 def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> None:
     """Refuse when a processed request's file differs from the one its ledger row hashed.
 
@@ -119,6 +124,65 @@ def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> 
                 f"{restore}, and file a new request (`pgu-admin file-request`) for anything "
                 "else to forget"
             )
+
+
+def check_start_state(store: StateStore, ledger: pd.DataFrame, name: str) -> None:
+    """Refuse to start a request from state ``name`` unless it is what the ledger records.
+
+    The state's model and statistics must hash to the outputs of the ledger's last row for
+    ``name``, and every request on the chain back to the original must have started from the
+    outputs its predecessor's last row records: a replay of an earlier request with another
+    result leaves the requests after it built from a state that no longer exists. The original
+    is not checked here: its statistics carry its model's hash, which ``execute_request``
+    compares.
+    """
+    if name == ORIGINAL:
+        return
+    rows = latest_rows(ledger)
+    if name not in rows:
+        raise RequestError(
+            f"state {name!r} has not been processed (no ledger row); process the requests "
+            "before it first, in queue order"
+        )
+    for filename, column in _STATE_FILES:
+        path = store.path(name) / filename
+        fix = f"restore it (`dvc checkout {path}`) or replay {name} ({_REPLAY.format(name)})"
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing, but request {name} was processed; {fix}")
+        if sha256_file(path) != rows[name][column]:
+            raise CheckpointError(
+                f"{path} is not the file request {name} wrote (its sha256 differs from the "
+                f"ledger's {column}): it was replaced or corrupted; {fix}"
+            )
+    current, seen = name, set()
+    while current != ORIGINAL:
+        row = rows.get(current)
+        if row is None or current in seen:
+            raise LedgerError(
+                f"the ledger's chain from {name!r} back to {ORIGINAL!r} is broken at "
+                f"{current!r}; restore the ledger from git or your backup"
+            )
+        seen.add(current)
+        before = str(row["input_state"])
+        if before != ORIGINAL and before in rows and _handed(rows[before]) != _taken(row):
+            raise RequestError(
+                f"request {current} was processed from an earlier version of state {before!r}, "
+                f"which has been replayed since with another result, so state {name!r} is "
+                f"stale: replay {current} and every processed request after it, in queue "
+                f"order (`dvc repro`, or {_REPLAY.format(current)} and so on), then process "
+                "new requests"
+            )
+        current = before
+
+
+def _handed(row: dict) -> tuple[str, str]:
+    """The (model, statistics) hashes a ledger row's request left for the next one."""
+    return row["output_model_sha256"], row["output_stats_sha256"]
+
+
+def _taken(row: dict) -> tuple[str, str]:
+    """The (model, statistics) hashes a ledger row's request started from."""
+    return row["input_model_sha256"], row["input_stats_sha256"]
 
 
 def execute_request(
@@ -145,6 +209,7 @@ def execute_request(
     """
     start = time.perf_counter()
     request = plan.request
+    check_start_state(store, read_ledger(ledger_path), plan.after)
     model_in_bytes = store.model_bytes(plan.after)
     model = store.load_model(plan.after)
     stats_in = store.load_stats(plan.after)

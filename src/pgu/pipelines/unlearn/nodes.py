@@ -15,7 +15,7 @@ from pgu.core.deletion import (
     execute_request,
 )
 from pgu.core.depoisoning import DepoisonConfig
-from pgu.core.ledger import read_ledger
+from pgu.core.ledger import latest_rows, read_ledger
 from pgu.core.training import resolve_device
 from pgu.core.unlearning import UnlearnConfig
 
@@ -46,7 +46,7 @@ def process_requests(
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
     depoison_config = DepoisonConfig.from_params(depoison_params.get("config") or {})
     device = resolve_device(unlearn_params["device"])
-    done = set(ledger["request_id"].astype(str))
+    done = latest_rows(ledger)
     rows = []
     for plan in plans:
         rows.append(
@@ -65,6 +65,28 @@ def process_requests(
                 depoison_config=depoison_config,
             )
         )
+        _warn_if_later_requests_are_stale(plan.request.id, done, rows[-1])
     if not rows:
         logger.info("no pending deletion request; file one with `pgu-admin file-request`")
     return rows
+
+
+def _warn_if_later_requests_are_stale(request_id: str, done: dict[str, dict], row: dict) -> None:
+    """Say which processed request a replay with a new result has left stale.
+
+    The replay itself is allowed: `dvc repro` replays a changed request and then each later one
+    in queue order, and no stage can tell that apart from a lone replay. Instead a stale state
+    is refused as a starting point until it is replayed (``check_start_state``).
+    """
+    handed = (row["output_model_sha256"], row["output_stats_sha256"])
+    for rid, r in done.items():
+        taken = (r["input_model_sha256"], r["input_stats_sha256"])
+        if r["input_state"] == request_id and taken != handed:
+            logger.warning(
+                "%s was replayed with another result than the one %s was processed from: %s "
+                "and every processed request after it are stale until replayed in queue order "
+                "(`dvc repro` does so); no request can start from them before that",
+                request_id,
+                rid,
+                rid,
+            )
