@@ -72,3 +72,27 @@ def test_a_missing_request_state_file_says_how_to_restore_it(tmp_path):
     store.commit("req-0001", {"model.safetensors": b"v1"})
     with pytest.raises(CheckpointError, match="restore the file .*`dvc checkout"):
         store.load_stats("req-0001")
+
+
+def test_clean_leftovers_clears_interrupted_commits_only(tmp_path):
+    store = StateStore(tmp_path)
+    store.commit("s", {"model.safetensors": b"v2"})
+    (tmp_path / ".s.new.ab_c1234").mkdir()  # killed before the rename
+    (tmp_path / ".s.new.ab_c1234" / "model.safetensors").write_bytes(b"v3")
+    (tmp_path / ".s.old.zz9zz9zz" / "s").mkdir(parents=True)  # killed after the swap
+    (tmp_path / ".t.old.k0k0k0k0" / "t").mkdir(parents=True)  # killed between the renames
+    (tmp_path / ".t.old.k0k0k0k0" / "t" / "model.safetensors").write_bytes(b"t1")
+    for name in (".s.new.short", ".notes", "other"):  # not the store's temporary names
+        (tmp_path / name).mkdir()
+    lines = store.clean_leftovers()
+    assert len([line for line in lines if line.startswith("removed")]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".notes",
+        ".s.new.short",
+        "other",
+        "s",
+        "t",
+    ]
+    assert (tmp_path / "t" / "model.safetensors").read_bytes() == b"t1"
+    assert (tmp_path / "s" / "model.safetensors").read_bytes() == b"v2"
+    assert store.clean_leftovers() == []

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from conftest import KedroProject
 
+from pgu.core.checkpoint import sha256_file
 from pgu.core.data import split_ids
 from pgu.core.ledger import read_ledger
 from pgu.core.requests import file_request
@@ -120,3 +121,27 @@ def test_a_replay_leaves_later_requests_stale_until_they_are_replayed_in_order(p
     check_start_state(StateStore(p / STATES), ledger, "req-0002")
     project.run("unlearn")
     assert read_ledger(ledger_path)["request_id"].tolist()[-1] == "req-0003"
+
+
+def test_leftovers_of_a_killed_run_are_removed_when_the_pipeline_starts(project):
+    p = project.path
+    kept = project.files()
+    leftovers = [
+        p / STATES / ".req-0003.new.a1b2c3d4/model.safetensors",
+        p / "data/08_reporting/requests/req-0002/.metrics.json.q_w3e4r5.tmp",
+        p / "data/08_reporting/.ledger.csv.zzzzzzzz.tmp",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    project.run("unlearn")  # nothing pending
+    assert not any(path.exists() for path in leftovers)
+    assert not (p / STATES / ".req-0003.new.a1b2c3d4").exists()
+    after = project.files()
+    assert {k: v for k, v in after.items() if "unlearn_last_run" not in k} == {
+        k: v for k, v in kept.items() if "unlearn_last_run" not in k
+    }
+    assert (
+        sha256_file(p / STATES / "req-0002/model.safetensors")
+        == (read_ledger(p / LEDGER).iloc[-1]["output_model_sha256"])
+    )

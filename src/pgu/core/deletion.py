@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -183,6 +184,28 @@ def _handed(row: dict) -> tuple[str, str]:
 def _taken(row: dict) -> tuple[str, str]:
     """The (model, statistics) hashes a ledger row's request started from."""
     return row["input_model_sha256"], row["input_stats_sha256"]
+
+
+_TMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write_bytes's temporary names
+_REPORT_FILES = ("metrics.json", "unlearning.png", "spectrum.png")  # what execute_request writes
+
+
+def clean_leftovers(workspace: Workspace) -> list[str]:
+    """Delete the temporary files and folders a killed run left behind; one line per action.
+
+    Only this pipeline's own temporary names are touched: the state store's commit folders,
+    and the atomic writes of a request's report files and of the ledger.
+    """
+    lines = workspace.states.clean_leftovers()
+    ledger = workspace.ledger_path
+    candidates = list(ledger.parent.glob(f".{ledger.name}.*.tmp"))
+    for name in _REPORT_FILES:
+        candidates += workspace.reports_root.glob(f"*/.{name}.*.tmp")
+    for path in sorted(candidates):
+        if _TMP_FILE.match(path.name) and path.is_file():
+            path.unlink()
+            lines.append(f"removed {path} (an interrupted write's temporary file)")
+    return lines
 
 
 def execute_request(

@@ -15,6 +15,7 @@ crash leaves either the previous state or the complete new one, never a mixture.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,8 @@ from pgu.core.checkpoint import (
 MODEL = "model.safetensors"
 RETAIN_STATS = "retain_stats.safetensors"
 BASES = "bases.safetensors"
+# the temporary folders of `StateStore.commit` (tempfile.mkdtemp adds 8 characters)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)\.[a-z0-9_]{8}$")
 
 
 def _request_state_hint(name: str, path: Path) -> str:
@@ -117,6 +120,31 @@ class StateStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.path(name)
+
+    def clean_leftovers(self) -> list[str]:
+        """Clear what an interrupted :meth:`commit` left behind; one line per action.
+
+        A ``.<name>.new.*`` folder was never renamed into place, so no ledger row vouches for
+        it. A ``.<name>.old.*`` folder holds a state moved aside for a replay: superseded once
+        the new state is in place; if the crash fell between the two renames it is still the
+        state the ledger records, so it is moved back.
+        """
+        lines: list[str] = []
+        if not self.root.is_dir():
+            return lines
+        for folder in sorted(self.root.iterdir()):
+            match = _LEFTOVER.match(folder.name)
+            if not match or not folder.is_dir():
+                continue
+            name, aside = match["name"], folder / match["name"]
+            if match["kind"] == "old" and aside.is_dir() and not self.path(name).exists():
+                os.replace(aside, self.path(name))
+                lines.append(
+                    f"restored state {name!r} from {folder} (a replay's interrupted commit)"
+                )
+            shutil.rmtree(folder)
+            lines.append(f"removed {folder} (an interrupted commit's temporary folder)")
+        return lines
 
     def remove(self, name: str, keep: tuple[str, ...] = (MODEL,)) -> list[Path]:
         """Delete every file of state ``name`` except those named in ``keep``; returns them."""

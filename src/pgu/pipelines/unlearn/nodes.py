@@ -12,6 +12,7 @@ from pgu.core.deletion import (
     RequestPlan,
     Workspace,
     check_requests_unchanged,
+    clean_leftovers,
     execute_request,
 )
 from pgu.core.depoisoning import DepoisonConfig
@@ -39,6 +40,8 @@ def process_requests(
     Returns:
         The ledger rows written by this run.
     """
+    for line in clean_leftovers(workspace):
+        logger.warning("%s", line)
     ledger = read_ledger(workspace.ledger_path)
     # before anything is written: the ids planned as already forgotten come from these files
     check_requests_unchanged(workspace.requests_dir, ledger)
