@@ -27,6 +27,7 @@ class KedroProject:
         shutil.copytree(ROOT / "conf", path / "conf", ignore=shutil.ignore_patterns("local"))
         (path / "conf" / "local").mkdir()
         (path / "src").mkdir()  # bootstrap wants it; pgu itself is imported from the install
+        (path / "data" / "01_raw").mkdir(parents=True)  # tracked in a checkout (.gitkeep)
         if with_requests:
             shutil.copytree(
                 ROOT / "data/01_raw/deletion_requests", path / "data/01_raw/deletion_requests"
