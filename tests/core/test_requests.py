@@ -235,3 +235,29 @@ def test_file_request_refuses_to_create_a_tree_outside_a_project(tmp_path):
     with pytest.raises(RequestError, match="01_raw does not exist"):
         file_request(tmp_path / "data/01_raw/deletion_requests", sample_ids=[1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_later_plans_know_which_classes_earlier_requests_removed(tmp_path, index):
+    """A removed class's val samples leave the stopping rule's val set of later requests."""
+    import torch
+
+    from pgu.core.data import SampleSet
+    from pgu.core.deletion import held_out, plan_requests
+
+    file_request(tmp_path, classes=[1])
+    file_request(tmp_path, sample_ids=[0])
+    file_request(tmp_path, classes=[2])
+    file_request(tmp_path, sample_ids=[3])
+    plans = plan_requests(load_requests(tmp_path), index, 3, set())
+    assert [p.removed_classes for p in plans] == [(), (1,), (1,), (1, 2)]
+    samples = SampleSet(
+        torch.zeros(12, 1, 2, 2, dtype=torch.uint8),
+        torch.as_tensor(index["label"].to_numpy()),
+        torch.as_tensor(index["sample_id"].to_numpy()),
+        torch.zeros(1),
+        torch.ones(1),
+        num_classes=3,
+    )
+    # the val split is ids 9 (label 0) and 11 (label 2)
+    assert held_out(samples, index, plans[1]).sample_id.tolist() == [9, 11]
+    assert held_out(samples, index, plans[3]).sample_id.tolist() == [9]

@@ -91,8 +91,9 @@ def _edit_ledger_hash(p):
     ids=["model", "stats", "missing-stats", "ledger-hash", "ledger-truncated"],
 )
 def test_a_state_or_ledger_that_does_not_match_is_refused(project, tamper, message):
-    tamper(project.path)
+    # filed first: filing reads the ledger too, and refuses a truncated one itself
     file_request(project.path / REQUESTS, sample_ids=[int(split_ids(_index(project), "train")[50])])
+    tamper(project.path)
     _refused(project, message)
 
 
@@ -145,3 +146,34 @@ def test_leftovers_of_a_killed_run_are_removed_when_the_pipeline_starts(project)
         sha256_file(p / STATES / "req-0002/model.safetensors")
         == (read_ledger(p / LEDGER).iloc[-1]["output_model_sha256"])
     )
+
+
+def test_a_sample_request_after_a_class_removal_is_judged_without_that_class(
+    trained_project, tmp_path
+):
+    # the removed class's val samples are now always wrong: counted in the val accuracy the
+    # guard reads, they put every later request "below the guard" before its first epoch
+    project = trained_project.clone(tmp_path / "p")
+    index = _index(project)
+    train = index[(index["split"] == "train") & (index["label"] != 3)]["sample_id"].to_numpy()
+    file_request(project.path / REQUESTS, classes=[3])
+    file_request(project.path / REQUESTS, sample_ids=train[:30].tolist())
+    project.run("unlearn")
+    rows = read_ledger(project.path / LEDGER)
+    assert rows["request_id"].tolist() == ["req-0001", "req-0002"]
+    assert rows.loc[1, "stop_reason"] == "target_reached"
+    assert rows.loc[1, "output_model_sha256"] != rows.loc[1, "input_model_sha256"]
+
+
+def test_the_audit_checks_the_request_files_and_states_it_reads(project):
+    path = project.path / REQUESTS / "req-0001.yml"
+    text = path.read_text()
+    path.write_text(text + "# edited after processing\n")
+    before = project.files()
+    with pytest.raises(Exception, match="request req-0001 was processed, but .* has changed"):
+        project.run("evaluate")
+    path.write_text(text)
+    _copy_original("model.safetensors")(project.path)
+    with pytest.raises(Exception, match="req-0002/model.safetensors is not the file"):
+        project.run("evaluate")
+    assert project.files().keys() == before.keys()  # no gold standard trained, no report

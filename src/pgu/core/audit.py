@@ -30,7 +30,7 @@ from pgu.core import plots
 from pgu.core.baselines import BASELINES, NEEDS_RETAIN, BaselineContext, run_baseline
 from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
 from pgu.core.data import SampleSet, split_set
-from pgu.core.deletion import RequestPlan, Workspace
+from pgu.core.deletion import RequestPlan, Workspace, held_out
 from pgu.core.evaluation import (
     EvalSets,
     distance_to_gold,
@@ -328,7 +328,7 @@ def audit_request(
     start_model = states.load_model(plan.after)
     ctx_args = dict(
         forget=sets.forget,
-        val=sets.val,
+        val=held_out(samples, index, plan),  # what PGU's stopping rule read
         config=config,
         forget_classes=list(classes) or None,
         device=device,

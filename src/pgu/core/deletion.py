@@ -46,11 +46,26 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RequestPlan:
-    """A validated request: what it forgets and which state it starts from."""
+    """A validated request: what it forgets and which state it starts from.
+
+    ``removed_classes`` are the classes earlier requests of the queue removed whole: a retrained
+    model never predicts them, so the stopping rule's validation metrics leave their samples
+    out (:func:`held_out`). Counted in, they make every later request look like damage.
+    """
 
     request: DeletionRequest
     forget_ids: np.ndarray  # (n,) int64 sorted
     after: str
+    removed_classes: tuple[int, ...] = ()
+
+
+def held_out(samples: SampleSet, index: pd.DataFrame, plan: RequestPlan) -> SampleSet:
+    """The val split the stopping rule reads for ``plan``: without earlier removed classes."""
+    val = split_set(samples, index, "val")
+    if not plan.removed_classes:
+        return val
+    gone = torch.isin(val.y, torch.tensor(plan.removed_classes, dtype=val.y.dtype))
+    return val.without_ids(val.sample_id[gone].tolist())
 
 
 def plan_requests(
@@ -79,11 +94,13 @@ def plan_requests(
     if only is not None and only not in ids:
         raise RequestError(f"request {only!r} is not in the queue; queued: {ids}")
     plans, forgotten, after = [], np.empty(0, dtype=np.int64), ORIGINAL
+    removed: set[int] = set()
     for request in requests:
         forget_ids = resolve(request, index, forgotten, num_classes)
         if (only is None and request.id not in done) or request.id == only:
-            plans.append(RequestPlan(request, forget_ids, after))
+            plans.append(RequestPlan(request, forget_ids, after, tuple(sorted(removed))))
         forgotten = np.union1d(forgotten, forget_ids)
+        removed |= set(request.classes)
         after = request.id
         if request.id == only:
             break
@@ -249,7 +266,7 @@ def execute_request(
     stats_model = store.load_model(ORIGINAL)
 
     forget = samples.with_ids(plan.forget_ids)
-    val = split_set(samples, index, "val")
+    val = held_out(samples, index, plan)
     compute_start = time.perf_counter()  # the request proper: statistics, bases, unlearning
     # R_forget with the model that produced R_full, so that R_retain is exact (METHOD §2).
     r_forget = collect_representations(

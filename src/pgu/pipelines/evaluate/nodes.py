@@ -12,7 +12,12 @@ from pgu.core import plots
 from pgu.core.audit import audit_request, check_baseline_params, check_shadow_params
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
-from pgu.core.deletion import Workspace, plan_requests
+from pgu.core.deletion import (
+    Workspace,
+    check_requests_unchanged,
+    check_start_state,
+    plan_requests,
+)
 from pgu.core.ledger import read_ledger
 from pgu.core.requests import ORIGINAL, RequestError, load_requests
 from pgu.core.retention import RETRAINED
@@ -39,6 +44,7 @@ def evaluate_requests(
     check_baseline_params(params)
     data = SampleSet.from_tensors(samples.tensors)
     ledger = read_ledger(workspace.ledger_path)
+    check_requests_unchanged(workspace.requests_dir, ledger)  # the plans come from these files
     processed = set(ledger["request_id"].astype(str))
     only = params.get("request_id")
     if only is not None and only not in processed:
@@ -48,12 +54,17 @@ def evaluate_requests(
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
     spec = workspace.states.load_model(ORIGINAL).pgu_spec
     device = resolve_device(params["device"])
+    wanted = {p.request.id for p in plans if p.request.id in processed} if only is None else {only}
+    for plan in plans:  # every state the audits read must be what the ledger records
+        if plan.request.id in wanted:
+            check_start_state(workspace.states, ledger, plan.after)
+            check_start_state(workspace.states, ledger, plan.request.id)
     forgotten = np.empty(0, dtype=np.int64)
     summaries = []
     for plan in plans:
         forgotten = np.union1d(forgotten, plan.forget_ids)
         rid = plan.request.id
-        if rid not in processed or (only is not None and rid != only):
+        if rid not in wanted:
             continue
         row = ledger[ledger["request_id"].astype(str) == rid].iloc[-1].to_dict()
         gold_cache = workspace.states.root.parent / RETRAINED / rid
