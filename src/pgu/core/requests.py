@@ -301,7 +301,9 @@ def resolve(
     if held_out.size:
         raise RequestError(
             f"{where}: ids {held_out[:10].tolist()} are in the val/test splits, which the model "
-            "never trained on; only training samples can be forgotten"
+            "never trained on; only training samples can be forgotten (if this request was "
+            "processed before, the sample index has been rebuilt since, e.g. with another "
+            "split: restore it with `dvc checkout`, or retrain and start a new queue)"
         )
     repeat = np.intersect1d(uniq, already_forgotten)
     if repeat.size:
