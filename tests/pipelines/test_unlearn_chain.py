@@ -87,8 +87,12 @@ def _edit_ledger_hash(p):
             lambda p: (p / LEDGER).write_bytes((p / LEDGER).read_bytes()[:-300]),
             "last row is incomplete",
         ),
+        (
+            lambda p: (p / LEDGER).unlink(),
+            r"states of requests \['req-0002'\] exist but the ledger does not list them",
+        ),
     ],
-    ids=["model", "stats", "missing-stats", "ledger-hash", "ledger-truncated"],
+    ids=["model", "stats", "missing-stats", "ledger-hash", "ledger-truncated", "ledger-deleted"],
 )
 def test_a_state_or_ledger_that_does_not_match_is_refused(project, tamper, message):
     # filed first: filing reads the ledger too, and refuses a truncated one itself

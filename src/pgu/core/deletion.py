@@ -193,6 +193,24 @@ def check_start_state(store: StateStore, ledger: pd.DataFrame, name: str) -> Non
         current = before
 
 
+def check_no_lost_rows(store: StateStore, plans: Sequence[RequestPlan], rows: dict) -> None:
+    """Refuse to process requests whose states exist although the ledger does not list them.
+
+    A run killed between a state's commit and its ledger row leaves one such state, the first
+    pending request's, and rerunning completes it. States of later pending requests mean the
+    ledger lost rows (deleted, or cut back): processing would overwrite served states without a
+    trace of the earlier ones.
+    """
+    pending = [p.request.id for p in plans if p.request.id not in rows]
+    lost = [rid for rid in pending[1:] if (store.path(rid) / MODEL).is_file()]
+    if lost:
+        raise LedgerError(
+            f"states of requests {lost} exist but the ledger does not list them: the ledger has "
+            "lost rows (deleted or cut back?); restore it from your backup before processing "
+            "anything, or the states would be overwritten without a trace"
+        )
+
+
 def _handed(row: dict) -> tuple[str, str]:
     """The (model, statistics) hashes a ledger row's request left for the next one."""
     return row["output_model_sha256"], row["output_stats_sha256"]

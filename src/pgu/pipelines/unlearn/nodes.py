@@ -11,6 +11,7 @@ from pgu.core.data import SampleSet
 from pgu.core.deletion import (
     RequestPlan,
     Workspace,
+    check_no_lost_rows,
     check_requests_unchanged,
     clean_leftovers,
     execute_request,
@@ -50,6 +51,7 @@ def process_requests(
     depoison_config = DepoisonConfig.from_params(depoison_params.get("config") or {})
     device = resolve_device(unlearn_params["device"])
     done = latest_rows(ledger)
+    check_no_lost_rows(workspace.states, plans, done)
     rows = []
     for plan in plans:
         rows.append(
