@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,7 +144,12 @@ def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> 
             )
 
 
-def check_start_state(store: StateStore, ledger: pd.DataFrame, name: str) -> None:
+def check_start_state(
+    store: StateStore,
+    ledger: pd.DataFrame,
+    name: str,
+    digests: Mapping[str, str | None] | None = None,
+) -> None:
     """Refuse to start a request from state ``name`` unless it is what the ledger records.
 
     The state's model and statistics must hash to the outputs of the ledger's last row for
@@ -152,7 +157,7 @@ def check_start_state(store: StateStore, ledger: pd.DataFrame, name: str) -> Non
     outputs its predecessor's last row records: a replay of an earlier request with another
     result leaves the requests after it built from a state that no longer exists. The original
     is not checked here: its statistics carry its model's hash, which ``execute_request``
-    compares.
+    compares. ``digests`` ({file name: sha256}) spares hashing a file the caller has hashed.
     """
     if name == ORIGINAL:
         return
@@ -167,7 +172,7 @@ def check_start_state(store: StateStore, ledger: pd.DataFrame, name: str) -> Non
         fix = f"restore it (`dvc checkout {path}`) or replay {name} ({_REPLAY.format(name)})"
         if not path.is_file():
             raise CheckpointError(f"{path} is missing, but request {name} was processed; {fix}")
-        if sha256_file(path) != rows[name][column]:
+        if ((digests or {}).get(filename) or sha256_file(path)) != rows[name][column]:
             raise CheckpointError(
                 f"{path} is not the file request {name} wrote (its sha256 differs from the "
                 f"ledger's {column}): it was replaced or corrupted; {fix}"
@@ -267,11 +272,13 @@ def execute_request(
     """
     start = time.perf_counter()
     request = plan.request
-    check_start_state(store, read_ledger(ledger_path), plan.after)
     model_in_bytes = store.model_bytes(plan.after)
+    stats_path = store.path(plan.after) / RETAIN_STATS
+    stats_in_sha = sha256_file(stats_path) if stats_path.is_file() else None  # hashed once
+    digests = {MODEL: sha256_bytes(model_in_bytes), RETAIN_STATS: stats_in_sha}
+    check_start_state(store, read_ledger(ledger_path), plan.after, digests)
     model = store.load_model(plan.after)
     stats_in = store.load_stats(plan.after)
-    stats_in_sha = sha256_bytes((store.path(plan.after) / RETAIN_STATS).read_bytes())
     stats_model_sha = stats_in.meta.get("stats_model_sha256")
     stats_model_bytes = store.model_bytes(ORIGINAL)
     if sha256_bytes(stats_model_bytes) != stats_model_sha:
