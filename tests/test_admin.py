@@ -5,8 +5,29 @@ import hashlib
 import pandas as pd
 
 from pgu.admin import main
+from pgu.core.checkpoint import sha256_file
 from pgu.core.ledger import COLUMNS, append_row
 from pgu.core.requests import load_requests
+
+STATE_FILES = ("model.safetensors", "retain_stats.safetensors")
+
+
+def _process(states, ledger, rids):
+    """Ledger rows for ``rids`` in order that chain the states' files, as the unlearn stage
+    writes them (missing state files are made up first)."""
+    previous, handed = "", ("", "")
+    for name in ("original", *rids):
+        (states / name).mkdir(parents=True, exist_ok=True)
+        for f in STATE_FILES:
+            if not (states / name / f).exists():
+                (states / name / f).write_bytes(f"{name}/{f}".encode())
+        out = [sha256_file(states / name / f) for f in STATE_FILES]
+        if name != "original":
+            row = {c: "x" for c in COLUMNS} | {"request_id": name, "input_state": previous}
+            row |= dict(zip(("input_model_sha256", "input_stats_sha256"), handed, strict=True))
+            row |= dict(zip(("output_model_sha256", "output_stats_sha256"), out, strict=True))
+            append_row(ledger, row)
+        previous, handed = name, out
 
 
 def _index(tmp_path):
@@ -65,8 +86,7 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
             obj.parent.mkdir(parents=True, exist_ok=True)
             obj.write_bytes(data)
             files[(state, name)] = obj
-    for rid in ("req-0001", "req-0002"):
-        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
+    _process(states, ledger, ["req-0001", "req-0002"])
     args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
     assert main([*args, "--dry-run"]) == 0
     assert all(obj.exists() for obj in files.values())
@@ -80,7 +100,7 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
     assert not files[("req-0001", "model.safetensors")].exists()
     assert not files[("original", "retain_stats.safetensors")].exists()
     assert files[("req-0002", "model.safetensors")].exists()
-    assert ledger.read_text().count("req-0001") == 1  # the ledger keeps its rows
+    assert ledger.read_text().count("\nreq-0001,") == 1  # the ledger keeps its rows
 
 
 def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
@@ -88,9 +108,8 @@ def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
     states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
     retrained = tmp_path / "retrained"
     objects = {}
+    _process(states, ledger, ["req-0001", "req-0002"])
     for rid in ("req-0001", "req-0002"):
-        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
-        (states / rid).mkdir(parents=True)
         for name in (
             "model.safetensors",
             "gold.json",
@@ -120,9 +139,9 @@ def test_purge_keeps_a_cache_object_that_a_kept_file_shares(tmp_path):
     """A request that changed nothing leaves equal bytes, which DVC stores once."""
     states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
     for rid in ("req-0001", "req-0002"):
-        append_row(ledger, {c: "x" for c in COLUMNS} | {"request_id": rid})
         (states / rid).mkdir(parents=True)
         (states / rid / "model.safetensors").write_bytes(b"same bytes")
+    _process(states, ledger, ["req-0001", "req-0002"])
     md5 = hashlib.md5(b"same bytes").hexdigest()
     obj = cache / "files" / "md5" / md5[:2] / md5[2:]
     obj.parent.mkdir(parents=True)
@@ -183,3 +202,31 @@ def test_an_id_the_ledger_lists_is_never_reused(tmp_path, capsys):
     assert "in the ledger" in capsys.readouterr().err
     assert main(["file-request", "--ids", "1", *common]) == 0
     assert [r.id for r in load_requests(folder)] == ["req-0002"]
+
+
+def test_purge_refuses_when_the_served_state_is_not_what_the_ledger_records(tmp_path, capsys):
+    """After a replay of req-0001 with another result, req-0002 is stale: purging would keep it
+    as served and delete the replayed req-0001, the only state the chain can go on from."""
+    states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
+    _process(states, ledger, ["req-0001", "req-0002"])
+    (states / "req-0001" / "model.safetensors").write_bytes(b"replayed")
+    _process(states, ledger, ["req-0001"])  # the replay's row
+    before = sorted(p for p in states.rglob("*") if p.is_file())
+    args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
+    assert main(args) == 2
+    assert "replayed since with another result" in capsys.readouterr().err
+    assert sorted(p for p in states.rglob("*") if p.is_file()) == before
+
+
+def test_purge_refuses_states_without_a_ledger_and_a_missing_states_folder(tmp_path, capsys):
+    states, ledger, cache = tmp_path / "states", tmp_path / "ledger.csv", tmp_path / "cache"
+    args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
+    assert main(args) == 2
+    assert "no states folder" in capsys.readouterr().err
+    _process(states, ledger, ["req-0001"])
+    ledger.unlink()
+    assert main(args) == 2
+    assert "states ['req-0001'] exist but the ledger" in capsys.readouterr().err
+    ledger.write_bytes(b"")
+    assert main(args) == 2
+    assert "is empty (not even its header)" in capsys.readouterr().err

@@ -117,6 +117,8 @@ def test_a_replay_leaves_later_requests_stale_until_they_are_replayed_in_order(p
     # req-0002 was built from the replaced req-0001: nothing may start from it
     file_request(p / REQUESTS, sample_ids=[int(split_ids(_index(project), "train")[50])])
     _refused(project, "request req-0002 was processed from an earlier version of state 'req-0001'")
+    with pytest.raises(Exception, match="so state 'req-0002' is stale"):
+        project.run("cgs")  # the preview starts where the request would
     # replaying the later request next, as `dvc repro` does, is allowed and mends the chain
     project.run("unlearn", params={"unlearn": {"request_id": "req-0002"}, "cgs": {"gamma": 0.9}})
     ledger = read_ledger(ledger_path)
@@ -181,3 +183,14 @@ def test_the_audit_checks_the_request_files_and_states_it_reads(project):
     with pytest.raises(Exception, match="req-0002/model.safetensors is not the file"):
         project.run("evaluate")
     assert project.files().keys() == before.keys()  # no gold standard trained, no report
+
+
+def test_a_state_the_ledger_lost_the_row_of_is_recomputed_with_a_warning(project, caplog):
+    # a run killed between commit and ledger row looks the same: the rerun completes it
+    ledger = project.path / LEDGER
+    lines = ledger.read_text().splitlines(keepends=True)
+    ledger.write_text("".join(lines[:-1]))
+    caplog.set_level(logging.WARNING, logger="pgu")
+    project.run("unlearn")
+    assert "state req-0002 exists but the ledger has no row for it" in caplog.text
+    assert read_ledger(ledger)["request_id"].tolist() == ["req-0001", "req-0002"]

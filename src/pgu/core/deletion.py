@@ -207,6 +207,12 @@ def check_no_lost_rows(store: StateStore, plans: Sequence[RequestPlan], rows: di
     trace of the earlier ones.
     """
     pending = [p.request.id for p in plans if p.request.id not in rows]
+    if pending and (store.path(pending[0]) / MODEL).is_file():
+        logger.warning(
+            "state %s exists but the ledger has no row for it (a run killed before its row was "
+            "written, or a ledger cut back by one row): it is recomputed and replaced",
+            pending[0],
+        )
     lost = [rid for rid in pending[1:] if (store.path(rid) / MODEL).is_file()]
     if lost:
         raise LedgerError(

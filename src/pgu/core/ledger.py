@@ -72,6 +72,11 @@ def _check_rows(path: Path) -> None:
     disk) would read as a request with no hashes, and the next append would follow it.
     """
     data = path.read_bytes()
+    if not data:  # append_row replaces the file whole, so it never leaves it empty
+        raise LedgerError(
+            f"{path} is empty (not even its header): restore it from your backup; delete it "
+            "only if no request was ever processed"
+        )
     fix = (
         "the ledger is append-only and every row is one whole CSV line: restore the file from "
         "git or your backup (never edit it by hand), then rerun"

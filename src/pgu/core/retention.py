@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pgu.core.ledger import read_ledger
+from pgu.core.deletion import check_start_state
+from pgu.core.ledger import LedgerError, read_ledger
 from pgu.core.requests import ORIGINAL
-from pgu.core.state import MODEL
+from pgu.core.state import MODEL, StateStore
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
 
@@ -48,11 +49,29 @@ def purge_superseded(
         One line per action.
     """
     states_root, dvc_cache = Path(states_root), Path(dvc_cache)
+    if not states_root.is_dir():
+        raise FileNotFoundError(
+            f"no states folder {states_root}: run pgu-admin from the project root, or pass "
+            "--states and --ledger"
+        )
     ledger = read_ledger(ledger_path)
     if ledger.empty:
+        orphans = sorted(
+            p.name
+            for p in states_root.iterdir()
+            if p.is_dir() and p.name[0] != "." and p.name != ORIGINAL
+        )
+        if orphans:
+            raise LedgerError(
+                f"states {orphans} exist but the ledger {ledger_path} lists no request: restore "
+                "the ledger from your backup before purging anything"
+            )
         return ["no request processed yet: nothing is superseded"]
     processed = list(dict.fromkeys(ledger["request_id"].astype(str)))  # first-seen order
     latest = processed[-1]
+    # the served state must be what the ledger records, on an unbroken chain: after a replay
+    # that left it stale, the replayed state is the one to keep and this would delete it
+    check_start_state(StateStore(states_root), ledger, latest)
     doomed: list[Path] = []
     for name in [ORIGINAL, *processed[:-1]]:
         folder = states_root / name

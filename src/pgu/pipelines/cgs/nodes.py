@@ -11,7 +11,7 @@ from pgu.core import plots
 from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet
-from pgu.core.deletion import RequestPlan, Workspace, plan_requests
+from pgu.core.deletion import RequestPlan, Workspace, check_start_state, plan_requests
 from pgu.core.ledger import read_ledger
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, load_requests
@@ -62,6 +62,8 @@ def preview_bases(
         logger.warning("no pending request: nothing to preview")
         return pd.DataFrame(columns=["layer", "d", "k", "k_over_d", "gamma", "frozen"]), Figure()
     plan = plans[0]
+    # the preview starts where the request would: refuse a state the request would refuse
+    check_start_state(workspace.states, read_ledger(workspace.ledger_path), plan.after)
     data = SampleSet.from_tensors(samples.tensors)
     stats = workspace.states.load_stats(plan.after)
     stats_model = workspace.states.load_model(ORIGINAL)
