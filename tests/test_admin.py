@@ -71,6 +71,10 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
         assert main(["file-request", "--ids", bad, *common]) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == files
+    # a queue other than conf/base's: the hint names the --env it needs
+    other = min(set(range(0, 16, 2)) - drawn - {free})
+    assert main(["file-request", "--ids", str(other), *common]) == 0
+    assert "kedro run --env <env> --pipeline unlearn" in capsys.readouterr().out
 
 
 def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):

@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "file-request":
             path = _file(args)
-            print(f"filed {path}; process it with `kedro run --pipeline unlearn` or `dvc repro`")
+            if Path(args.requests) == Path(REQUESTS):
+                how = "`kedro run --pipeline unlearn` or `dvc repro`"
+            else:  # another environment's queue (DVC tracks only conf/base's)
+                how = "`kedro run --env <env> --pipeline unlearn` (the env whose catalog has it)"
+            print(f"filed {path}; process it with {how}")
         else:
             for line in purge_superseded(args.states, args.ledger, args.dvc_cache, args.dry_run):
                 print(line)
