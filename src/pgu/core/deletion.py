@@ -129,7 +129,7 @@ def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> 
     """
     for rid, row in latest_rows(ledger).items():
         path = Path(requests_dir) / f"{rid}.yml"
-        restore = f"restore it (`git checkout -- {path}` or `dvc checkout {path}`)"
+        restore = f"restore it (`git checkout -- {path}`: request files live in git)"
         if not path.is_file():
             raise RequestError(
                 f"request {rid} was processed (it is in the ledger) but {path} is missing; "
@@ -220,6 +220,21 @@ def check_no_lost_rows(store: StateStore, plans: Sequence[RequestPlan], rows: di
             "lost rows (deleted or cut back?); restore it from your backup before processing "
             "anything, or the states would be overwritten without a trace"
         )
+
+
+def stale_after(request_id: str, rows: dict[str, dict], row: dict) -> list[str]:
+    """Processed requests that started from ``request_id``'s state as it was before ``row``.
+
+    A replay that gives another result leaves them (and every request after them) stale. The
+    replay itself is allowed: `dvc repro` replays a changed request and then each later one in
+    queue order, and no stage can tell that apart from a lone replay; instead
+    :func:`check_start_state` refuses a stale state as a starting point until it is replayed.
+    """
+    return [
+        rid
+        for rid, r in rows.items()
+        if r["input_state"] == request_id and _taken(r) != _handed(row)
+    ]
 
 
 def _handed(row: dict) -> tuple[str, str]:

@@ -55,10 +55,9 @@ def evaluate_requests(
     spec = workspace.states.load_model(ORIGINAL).pgu_spec
     device = resolve_device(params["device"])
     wanted = {p.request.id for p in plans if p.request.id in processed} if only is None else {only}
-    for plan in plans:  # every state the audits read must be what the ledger records
-        if plan.request.id in wanted:
-            check_start_state(workspace.states, ledger, plan.after)
-            check_start_state(workspace.states, ledger, plan.request.id)
+    read = {name for p in plans if p.request.id in wanted for name in (p.after, p.request.id)}
+    for name in sorted(read):  # every state the audits read must be what the ledger records
+        check_start_state(workspace.states, ledger, name)
     forgotten = np.empty(0, dtype=np.int64)
     summaries = []
     for plan in plans:

@@ -15,6 +15,7 @@ from pgu.core.deletion import (
     check_requests_unchanged,
     clean_leftovers,
     execute_request,
+    stale_after,
 )
 from pgu.core.depoisoning import DepoisonConfig
 from pgu.core.ledger import latest_rows, read_ledger
@@ -70,28 +71,15 @@ def process_requests(
                 depoison_config=depoison_config,
             )
         )
-        _warn_if_later_requests_are_stale(plan.request.id, done, rows[-1])
-    if not rows:
-        logger.info("no pending deletion request; file one with `pgu-admin file-request`")
-    return rows
-
-
-def _warn_if_later_requests_are_stale(request_id: str, done: dict[str, dict], row: dict) -> None:
-    """Say which processed request a replay with a new result has left stale.
-
-    The replay itself is allowed: `dvc repro` replays a changed request and then each later one
-    in queue order, and no stage can tell that apart from a lone replay. Instead a stale state
-    is refused as a starting point until it is replayed (``check_start_state``).
-    """
-    handed = (row["output_model_sha256"], row["output_stats_sha256"])
-    for rid, r in done.items():
-        taken = (r["input_model_sha256"], r["input_stats_sha256"])
-        if r["input_state"] == request_id and taken != handed:
+        for rid in stale_after(plan.request.id, done, rows[-1]):
             logger.warning(
-                "%s was replayed with another result than the one %s was processed from: %s "
-                "and every processed request after it are stale until replayed in queue order "
-                "(`dvc repro` does so); no request can start from them before that",
-                request_id,
+                "%s was replayed with another result than the one %s was processed from: %s and "
+                "every processed request after it are stale until replayed in queue order (`dvc "
+                "repro` does so); no request can start from them before that",
+                plan.request.id,
                 rid,
                 rid,
             )
+    if not rows:
+        logger.info("no pending deletion request; file one with `pgu-admin file-request`")
+    return rows
