@@ -19,7 +19,8 @@
 #   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_request.py, where
 #                                      # each phase of a request spends its time, and the Gram
 #                                      # split depths and descent variants timed side by side
-#   bash bench/gpu_check.sh 4 "$OUT"   # ~2 min: bench/speed.py, issue 6's GPU figures again
+#   bash bench/gpu_check.sh 4 "$OUT"   # ~2 min: bench/speed.py, issue 6's GPU figures again, with
+#                                      # the unlearning loop's timeline and one profiled request
 #
 # Issue 6's targets need parts 3 and 4 only (~3 min); issue 7's need parts 1 and 2. A session
 # with 15 minutes cannot do all four: decide by which issue its notes say is nearer.
@@ -64,12 +65,14 @@ case $part in
 3)
     timeout 150 python3 bench/profile_request.py >"$out/profile.txt" 2>&1
     echo "profile rc=$?"
-    grep -v '^{' "$out/profile.txt" | grep -v "USDT\|profiler_st" | head -80
+    grep "^| \|busy\|^## \|^device" "$out/profile.txt"
     ;;
 4)
-    timeout 240 python3 bench/speed.py --workloads cifar --threads 8 >"$out/speed.txt" 2>&1
+    timeout 240 python3 bench/speed.py --workloads cifar --threads 8 --profile --verbose \
+        >"$out/speed.txt" 2>&1
     echo "speed rc=$?"
-    grep -v '^{' "$out/speed.txt" | tail -30
+    grep "timeline\|profiled wall\|^## " "$out/speed.txt" | sed 's/.*bench.speed: //'
+    grep -v '^{' "$out/speed.txt" | grep -A30 "^| phase"
     ;;
 *)
     echo "part must be 1, 2, 3 or 4" >&2

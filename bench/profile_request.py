@@ -7,13 +7,14 @@ SmallVGG with CIFAR-shaped synthetic data and bases of the sizes the H200 run ch
 random orthonormal columns in the lean stored form; per-batch costs do not depend on what the
 model learnt, so nothing is trained), prints for each phase the median wall time and the
 profiler's table of the operators that take the most time (self time on the device when there
-is one):
+is one), with the kernels' share of the wall time and the host calls that wait on the device:
 
 - full-data statistics over ``--n-full`` samples (``collect_representations_sharded``), also
   timed with 0, 1, 2 and 64 (unlimited) nested Gram splits (``GRAM_SPLIT_MAX_DEPTH``; a GPU
   runs 1, the CPU 64) and with conv rows built kernel-major (``KERNEL_MAJOR_DEVICES``), the two
   choices only the CPU has timed;
 - forget statistics (R_forget of ``--n-forget`` samples, kept on the device as a request does);
+- the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95);
 - one unlearning epoch (batches of 64) and one stop check (forget + val predictions), also
   timed with the model in channels-last memory format and with TF32 matrix products
   (variants for speed only: TF32 is not what a request runs).
@@ -38,7 +39,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from pgu.core import representation
-from pgu.core.cgs import COMPLEMENT_SUFFIX
+from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics
 from pgu.core.data import SampleSet
 from pgu.core.models import build_model
 from pgu.core.projection import projected_parameters
@@ -93,9 +94,45 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 
 
 def top_ops(prof, device: torch.device, rows: int) -> str:
-    """The profiler's operator table, sorted by self time where the work runs."""
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    """The profiler's operator tables: by self time where the work runs, and on a GPU also by
+    host self time (launch and synchronisation overhead shows there, not in kernel time)."""
+    events = prof.key_averages()
+    if device.type != "cuda":
+        return events.table(sort_by="self_cpu_time_total", row_limit=rows)
+    by_device = events.table(sort_by="self_cuda_time_total", row_limit=rows)
+    by_host = events.table(sort_by="self_cpu_time_total", row_limit=rows // 2)
+    return f"{by_device}\nby host time:\n{by_host}"
+
+
+# host calls whose counts tell a launch- or synchronisation-bound phase
+HOST_CALLS = ("LaunchKernel", "Synchronize", "Memcpy", "Malloc", "Free")
+
+
+def busy_summary(prof, wall_s: float) -> str:
+    """Kernel time against the profiled wall time, and the host calls that cost time there.
+
+    A phase whose kernels fill a small part of its wall time waits on the host (launches,
+    synchronisations, allocations), not on arithmetic.
+    """
+    try:
+        events = prof.key_averages()
+        kernel_us = sum(
+            getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+            for e in events
+        )
+        calls = {}
+        for e in events:
+            hit = next((c for c in HOST_CALLS if c in e.key), None)
+            if hit is not None:
+                n, us = calls.get(e.key, (0, 0.0))
+                calls[e.key] = (n + e.count, us + e.self_cpu_time_total)
+        listed = ", ".join(f"{k} x{n} ({us / 1e3:.1f} ms)" for k, (n, us) in sorted(calls.items()))
+        return (
+            f"profiled wall {wall_s * 1e3:.1f} ms, kernels {kernel_us / 1e3:.1f} ms "
+            f"({100 * kernel_us / 1e6 / max(wall_s, 1e-9):.0f}% busy); host calls: {listed}"
+        )
+    except Exception as err:  # a summary must not cost the run's other figures
+        return f"(no summary: {err!r})"
 
 
 @contextmanager
@@ -196,6 +233,15 @@ def main() -> None:
 
     for name, fn in phases.items():
         measure(name, fn)
+    # R_full - R_forget and every layer's eigendecomposition, as a request derives its bases
+    full_r, forget_r = full_stats(), forget_stats()
+
+    def retain_space() -> tuple:
+        r_retain = retain_statistics(full_r, forget_r, device=device)
+        return compute_bases(r_retain, 0.95, device=device)
+
+    phases["retain space"] = retain_space
+    measure("retain space", retain_space)
     # the choices only the CPU has timed, and speed-only variants of the descent
     kernel_major = tuple({*representation.KERNEL_MAJOR_DEVICES, device.type})
     depths = {f"gram depth {d}": {"GRAM_SPLIT_MAX_DEPTH": {device.type: d}} for d in (0, 1, 2, 64)}
@@ -215,10 +261,12 @@ def main() -> None:
         activities.append(ProfilerActivity.CUDA)
     for name, fn in phases.items():
         with profile(activities=activities) as prof:
+            begin = time.perf_counter()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        print(f"\n## {name}\n{top_ops(prof, device, args.rows)}")
+            wall = time.perf_counter() - begin
+        print(f"\n## {name}\n{busy_summary(prof, wall)}\n{top_ops(prof, device, args.rows)}")
     print(
         json.dumps(
             {

@@ -241,7 +241,58 @@ def descent_model(model: torch.nn.Module, bases: dict, device) -> tuple:
     return model, params
 
 
-def run(w: Workload, unlearn_params: dict | None = None, repeats: int = 3) -> dict:
+def profile_request(w: Workload, original, full: dict, config: UnlearnConfig) -> None:
+    """One more request, untimed by the table: its unlearning loop's timeline (seconds from the
+    call to each history record and to the return), then each phase under torch.profiler with
+    the kernels' share of its wall time (``bench/profile_request.py``'s summaries)."""
+    from profile_request import busy_summary, top_ops  # beside this script
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = w.device
+    forget = w.train.with_ids(w.forget_ids)
+    r_forget = collect_representations(
+        original, forget.batches(w.chunk_size), device=dev, keep_on_device=True
+    )
+    bases, _ = compute_bases(retain_statistics(full, r_forget, device=dev), w.gamma, device=dev)
+    marks: list[tuple[int, float]] = []
+    _sync(dev)
+    begin = time.perf_counter()
+    unlearn(
+        original,
+        bases,
+        forget,
+        w.val,
+        config,
+        device=dev,
+        on_epoch=lambda rec: marks.append((rec["epoch"], time.perf_counter() - begin)),
+    )
+    _sync(dev)
+    end = time.perf_counter() - begin
+    logger.info(
+        "unlearn timeline (s from the call): %s; returned at %.3f",
+        ", ".join(f"record {e} at {s:.3f}" for e, s in marks),
+        end,
+    )
+    phases = {
+        "forget statistics": lambda: collect_representations(
+            original, forget.batches(w.chunk_size), device=dev, keep_on_device=True
+        ),
+        "retain space": lambda: compute_bases(
+            retain_statistics(full, r_forget, device=dev), w.gamma, device=dev
+        ),
+        "unlearning": lambda: unlearn(original, bases, forget, w.val, config, device=dev),
+    }
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    for name, fn in phases.items():
+        with profile(activities=activities) as prof:
+            _, wall = timed(fn, dev)
+        print(f"\n## {w.name}: {name} (profiled)\n{busy_summary(prof, wall)}")
+        print(top_ops(prof, dev, 16), flush=True)
+
+
+def run(
+    w: Workload, unlearn_params: dict | None = None, repeats: int = 3, profile: bool = False
+) -> dict:
     """Every phase of one request on workload ``w``, against training from scratch.
 
     ``unlearn_params`` override ``UnlearnConfig``'s defaults (conf/base uses the defaults). The
@@ -298,6 +349,8 @@ def run(w: Workload, unlearn_params: dict | None = None, repeats: int = 3) -> di
         statistics.median(p) for p in zip(*phases, strict=True)
     )
     request_runs = [sum(p) for p in phases]
+    if profile:
+        profile_request(w, original, full, config)
     # the same request with float32 eigendecompositions (cgs.eigh_dtype: float32)
     (bases32, summary32), t["eigendecomposition_float32"] = timed(
         lambda: compute_bases(
@@ -487,6 +540,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override an UnlearnConfig field (repeatable), e.g. lr_start=0.05",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run one request under torch.profiler (tables printed, not in the JSON)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(
@@ -500,10 +558,10 @@ def main() -> None:
     for name in args.workloads.split(","):
         if name == "digits":
             workload = digits_workload(args.digits_forget, args.seed)
-            results.append(run(workload, overrides, args.repeats))
+            results.append(run(workload, overrides, args.repeats, args.profile))
         elif name == "cifar":
             workload = cifar_workload(args, resolve_device(args.device))
-            results.append(run(workload, overrides, args.repeats))
+            results.append(run(workload, overrides, args.repeats, args.profile))
         else:
             parser.error(f"unknown workload {name!r}; choose digits and/or cifar")
     print(table(results))

@@ -134,15 +134,15 @@ def predict_logits(
     first = next(model.parameters(), None)
     home = first.device if first is not None else None
     model.to(device).eval()
-    try:
-        out = [model(x.to(device)).float().cpu() for x, _ in data.batches(batch_size)]
+    try:  # one copy to the host at the end: a copy per batch would wait on the device each time
+        out = [model(x.to(device)).float() for x, _ in data.batches(batch_size)]
     finally:
         model.train(was_training)
         if home is not None:
             model.to(home)
     if not out:
         return torch.empty(0, data.num_classes)
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def accuracy_and_loss(

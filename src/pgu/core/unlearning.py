@@ -444,12 +444,16 @@ def descent_epoch(
     """
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(forget), generator=generator)  # (N_f,)
+    # copied once, not once per batch: the order to where the samples are (ids stay on the
+    # CPU), and for a replacement loss the shuffled ids to the device
+    order_here = order.to(forget.x.device)
+    shuffled_ids = forget.sample_id[order].to(device) if loss_fn is not None else None
     n_batches = math.ceil(len(forget) / config.batch_size)
     calibrated = config.step == "calibrated"
     w_norms = [torch.linalg.vector_norm(p.detach()).double() for p in params]  # 0-d each
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(forget), config.batch_size):
-        idx = order[start : start + config.batch_size]  # (B,)
+        idx = order_here[start : start + config.batch_size]  # (B,)
         x, y = forget.inputs(idx).to(device), forget.y[idx].to(device)
         for p in params:
             p.grad = None
@@ -457,7 +461,7 @@ def descent_epoch(
         if loss_fn is None:
             loss = unlearning_loss(logits, y, config.delta, config.w_forget, config.w_entropy)
         else:
-            loss = loss_fn(logits, y, forget.sample_id[idx].to(device))
+            loss = loss_fn(logits, y, shuffled_ids[start : start + config.batch_size])
         loss.backward()
         kept = free_rows[0].grad[free_rows[1]].clone() if free_rows is not None else None
         raw = [torch.linalg.vector_norm(p.grad).double() for p in params] if calibrated else []
