@@ -17,10 +17,12 @@
 #   bash bench/gpu_check.sh 2 "$OUT"   # ~4 min: seed 2 (5 trainings), its request times alone,
 #                                      # then one report merged from both parts' results
 #   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_request.py, where
-#                                      # each phase of a request spends its time, and the Gram
-#                                      # split depths and descent variants timed side by side
-#   bash bench/gpu_check.sh 4 "$OUT"   # ~2 min: bench/speed.py, issue 6's GPU figures again, with
+#                                      # each phase of a request spends its time, with conv rows
+#                                      # from layer_rows and MAGMA's eigh timed side by side
+#   bash bench/gpu_check.sh 4 "$OUT"   # ~1 min: bench/speed.py, issue 6's GPU figures again, with
 #                                      # the unlearning loop's timeline and one profiled request
+#   bash bench/gpu_check.sh 5 "$OUT"   # ~2.5 min: issue 7's (c), one seed: the whole-class
+#                                      # request's time (and fidelity) with the current code
 #
 # Issue 6's targets need parts 3 and 4 only (~3 min); issue 7's need parts 1 and 2. A session
 # with 15 minutes cannot do all four: decide by which issue its notes say is nearer.
@@ -31,8 +33,8 @@
 # 40-epoch training instead of 38-40 s (SmallVGG training already fills the GPU), so running
 # seeds side by side gains nothing; their request times were also inflated (3.1 s vs 1.8 s).
 set -u
-part=${1:?usage: gpu_check.sh 1|2|3|4 OUT}
-out=${2:?usage: gpu_check.sh 1|2|3|4 OUT}
+part=${1:?usage: gpu_check.sh 1|2|3|4|5 OUT}
+out=${2:?usage: gpu_check.sh 1|2|3|4|5 OUT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 state=data/06_models/bench-state  # ignored by git: kept on the machine between the two calls
 common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold all
@@ -63,19 +65,26 @@ case $part in
     fi
     ;;
 3)
-    timeout 150 python3 bench/profile_request.py >"$out/profile.txt" 2>&1
+    timeout 80 python3 bench/profile_request.py >"$out/profile.txt" 2>&1
     echo "profile rc=$?"
     grep "^| \|busy\|^## \|^device" "$out/profile.txt"
     ;;
 4)
-    timeout 240 python3 bench/speed.py --workloads cifar --threads 8 --profile --verbose \
+    timeout 150 python3 bench/speed.py --workloads cifar --threads 8 --profile --verbose \
         >"$out/speed.txt" 2>&1
     echo "speed rc=$?"
     grep "timeline\|profiled wall\|^## " "$out/speed.txt" | sed 's/.*bench.speed: //'
     grep -v '^{' "$out/speed.txt" | grep -A30 "^| phase"
     ;;
+5)
+    timeout 150 python3 bench/cifar.py --archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 \
+        --scenarios c --seeds 1 --threads 8 --time-budget 135 --out "$out/cifar-c" \
+        >"$out/cifar-c.txt" 2>&1
+    echo "cifar (c) rc=$?"
+    grep "done at\|request [0-9.]*s\|skipped" "$out/cifar-c/log.txt" | sed 's/.*bench.cifar: //'
+    ;;
 *)
-    echo "part must be 1, 2, 3 or 4" >&2
+    echo "part must be 1, 2, 3, 4 or 5" >&2
     exit 2
     ;;
 esac

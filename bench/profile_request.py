@@ -9,15 +9,18 @@ model learnt, so nothing is trained), prints for each phase the median wall time
 profiler's table of the operators that take the most time (self time on the device when there
 is one), with the kernels' share of the wall time and the host calls that wait on the device:
 
-- full-data statistics over ``--n-full`` samples (``collect_representations_sharded``), also
-  timed with 0, 1, 2 and 64 (unlimited) nested Gram splits (``GRAM_SPLIT_MAX_DEPTH``; a GPU
-  runs 1, the CPU 64) and with conv rows built kernel-major (``KERNEL_MAJOR_DEVICES``), the two
-  choices only the CPU has timed;
+- full-data statistics over ``--n-full`` samples (``collect_representations_sharded``, data
+  on the CPU as the representation node reads it), also timed with conv rows from
+  ``layer_rows`` instead of kernel-major (``KERNEL_MAJOR_DEVICES``);
 - forget statistics (R_forget of ``--n-forget`` samples, kept on the device as a request does);
-- the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95);
-- one unlearning epoch (batches of 64) and one stop check (forget + val predictions), also
-  timed with the model in channels-last memory format and with TF32 matrix products
-  (variants for speed only: TF32 is not what a request runs).
+- the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95), also
+  with eigh through MAGMA (``torch.backends.cuda.preferred_linalg_library``) where the build
+  has it; not profiled (under the profiler it ran for minutes on an H200);
+- one unlearning epoch (batches of 64) and one stop check (forget + val predictions).
+
+Run 4 of ``bench/results/h200-2026-11-27`` also timed Gram split depths 0, 1, 2 and unlimited
+(1.10, 1.04, 1.12, 2.48 s: a GPU keeps 1), TF32 matrix products and channels-last for the
+descent (no gain); README has the figures.
 
 One JSON line closes the output.
 
@@ -242,23 +245,25 @@ def main() -> None:
 
     phases["retain space"] = retain_space
     measure("retain space", retain_space)
-    # the choices only the CPU has timed, and speed-only variants of the descent
-    kernel_major = tuple({*representation.KERNEL_MAJOR_DEVICES, device.type})
-    depths = {f"gram depth {d}": {"GRAM_SPLIT_MAX_DEPTH": {device.type: d}} for d in (0, 1, 2, 64)}
-    stats_variants = depths | {"kernel-major conv rows": {"KERNEL_MAJOR_DEVICES": kernel_major}}
-    for name, values in stats_variants.items():
-        with patched(representation, **values):
-            measure(f"full statistics, {name}", full_stats)
-    with patched(torch.backends.cuda.matmul, allow_tf32=True):
-        measure("epoch, TF32 matmul", epoch)
-        measure("stop check, TF32 matmul", stop_check)
-    model.to(memory_format=torch.channels_last)
-    measure("epoch, channels-last", epoch)
-    measure("stop check, channels-last", stop_check)
-    model.to(memory_format=torch.contiguous_format)
+    # the choice this run re-checks: conv rows from layer_rows instead of kernel-major (decided
+    # on an H200 in run 4 of bench/results/h200-2026-11-27, as were the Gram split depth, TF32
+    # and channels-last, which README lists); and eigh through MAGMA instead of cuSOLVER
+    others = tuple(t for t in representation.KERNEL_MAJOR_DEVICES if t != device.type)
+    with patched(representation, KERNEL_MAJOR_DEVICES=others):
+        measure("full statistics, rows from layer_rows", full_stats)
+    if device.type == "cuda":
+        before = torch.backends.cuda.preferred_linalg_library()
+        try:
+            torch.backends.cuda.preferred_linalg_library("magma")
+            measure("retain space, MAGMA eigh", retain_space)
+        except RuntimeError as err:  # a build without MAGMA
+            print(f"| retain space, MAGMA eigh | {err!s:.60} |", flush=True)
+        finally:
+            torch.backends.cuda.preferred_linalg_library(before)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
+    del phases["retain space"]  # eigh under the profiler ran for minutes on an H200 (run 4)
     for name, fn in phases.items():
         with profile(activities=activities) as prof:
             begin = time.perf_counter()

@@ -243,8 +243,9 @@ def descent_model(model: torch.nn.Module, bases: dict, device) -> tuple:
 
 def profile_request(w: Workload, original, full: dict, config: UnlearnConfig) -> None:
     """One more request, untimed by the table: its unlearning loop's timeline (seconds from the
-    call to each history record and to the return), then each phase under torch.profiler with
-    the kernels' share of its wall time (``bench/profile_request.py``'s summaries)."""
+    call to each history record and to the return), then its forget statistics and unlearning
+    under torch.profiler with the kernels' share of the wall time (``bench/profile_request.py``'s
+    summaries; not the eigendecompositions, which ran for minutes under the profiler)."""
     from profile_request import busy_summary, top_ops  # beside this script
     from torch.profiler import ProfilerActivity, profile
 
@@ -276,9 +277,6 @@ def profile_request(w: Workload, original, full: dict, config: UnlearnConfig) ->
     phases = {
         "forget statistics": lambda: collect_representations(
             original, forget.batches(w.chunk_size), device=dev, keep_on_device=True
-        ),
-        "retain space": lambda: compute_bases(
-            retain_statistics(full, r_forget, device=dev), w.gamma, device=dev
         ),
         "unlearning": lambda: unlearn(original, bases, forget, w.val, config, device=dev),
     }

@@ -97,7 +97,7 @@ def layer_bases(
 
 
 def project_gradients(model: nn.Module, bases: Mapping[str, Tensor]) -> None:
-    """Project, in place, the weight gradient of every tracked layer that has a basis.
+    """Replace the weight gradient of every tracked layer that has a basis by its projection.
 
     Each ``layer.weight.grad`` is viewed as (out, d) and replaced by ``project_out`` of it
     (basis M stored) or ``project_onto`` (complement N stored); the tensor is moved to the
@@ -121,7 +121,7 @@ def project_gradients(model: nn.Module, bases: Mapping[str, Tensor]) -> None:
         if m.shape[0] != g.shape[1]:
             raise ValueError(f"layer {name!r}: basis has d={m.shape[0]}, weight has d={g.shape[1]}")
         projected = project_onto(g, m) if complement else project_out(g, m)
-        weight.grad.copy_(projected.view_as(weight.grad))
+        weight.grad = projected.view_as(weight.grad)  # a new tensor: no copy back
 
 
 def projected_parameters(model: nn.Module, bases: Mapping[str, Tensor]) -> list[nn.Parameter]:

@@ -424,6 +424,11 @@ def quantile_loss_fn(
     return loss
 
 
+def _norms(tensors: list[Tensor]) -> Tensor:
+    """(P,) float64 Euclidean norms of the tensors (each computed in its own dtype)."""
+    return torch.stack(torch._foreach_norm(tensors)).double()
+
+
 def descent_epoch(
     model: nn.Module,
     params: list[nn.Parameter],
@@ -444,17 +449,20 @@ def descent_epoch(
     """
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(forget), generator=generator)  # (N_f,)
-    # copied once, not once per batch: the order to where the samples are (ids stay on the
-    # CPU), and for a replacement loss the shuffled ids to the device
-    order_here = order.to(forget.x.device)
+    # once per epoch, not per batch (each per-batch step is a few more kernel launches, which
+    # bound an epoch on a GPU): the normalised inputs (elementwise, so the same values), the
+    # order on the device, and for a replacement loss the shuffled ids there (ids live on the CPU)
+    inputs, labels = forget.inputs().to(device), forget.y.to(device)  # (N_f, ...), (N_f,)
+    order_here = order.to(device)
     shuffled_ids = forget.sample_id[order].to(device) if loss_fn is not None else None
     n_batches = math.ceil(len(forget) / config.batch_size)
-    calibrated = config.step == "calibrated"
-    w_norms = [torch.linalg.vector_norm(p.detach()).double() for p in params]  # 0-d each
+    calibrated = config.step == "calibrated" and bool(params)  # no weights: nothing to scale
+    # per-weight norms as one (P,) vector: a few kernels per batch, not a few per weight
+    w_norms = _norms([p.detach() for p in params]) if calibrated else None  # (P,) float64
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(forget), config.batch_size):
         idx = order_here[start : start + config.batch_size]  # (B,)
-        x, y = forget.inputs(idx).to(device), forget.y[idx].to(device)
+        x, y = inputs[idx], labels[idx]
         for p in params:
             p.grad = None
         logits = model(x)  # (B, C)
@@ -464,23 +472,24 @@ def descent_epoch(
             loss = loss_fn(logits, y, shuffled_ids[start : start + config.batch_size])
         loss.backward()
         kept = free_rows[0].grad[free_rows[1]].clone() if free_rows is not None else None
-        raw = [torch.linalg.vector_norm(p.grad).double() for p in params] if calibrated else []
+        raw = _norms([p.grad for p in params]) if calibrated else None  # (P,)
         project_gradients(model, bases)
         if kept is not None:
             free_rows[0].grad[free_rows[1]] = kept
         with torch.no_grad():
-            for i, p in enumerate(params):
-                if not calibrated:
-                    p.add_(p.grad, alpha=-lr)
-                    continue
-                g_norm = torch.linalg.vector_norm(p.grad).double()
+            if calibrated:
+                g_norms = _norms([p.grad for p in params])  # (P,)
                 # (lr / B) * ||W|| / ||P(G)||, or 0 for a gradient that lies in the CGS
-                step = torch.where(
-                    g_norm > NULL_GRADIENT * raw[i],
-                    (lr / n_batches) * w_norms[i] / g_norm,
-                    torch.zeros_like(g_norm),
+                steps = torch.where(
+                    g_norms > NULL_GRADIENT * raw,
+                    (lr / n_batches) * w_norms / g_norms,
+                    torch.zeros_like(g_norms),
                 )
-                p.sub_(p.grad * step.to(p.dtype))
+                for p, step in zip(params, steps.to(params[0].dtype).unbind(), strict=True):
+                    p.sub_(p.grad * step.to(p.dtype))
+            else:
+                for p in params:
+                    p.add_(p.grad, alpha=-lr)
         total += loss.detach().double() * y.shape[0]
     for p in params:
         p.grad = None
