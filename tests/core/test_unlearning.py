@@ -332,6 +332,34 @@ def test_fixed_step_is_plain_sgd(memorised):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
 
 
+def test_calibrated_step_scales_each_weight_by_its_norm_over_its_projected_gradient(memorised):
+    """One batch, one epoch: W <- W - lr * ||W|| / ||P(G)|| * P(G), per weight (each its own
+    scale, computed together as one vector by ``descent_epoch``)."""
+    model, forget, val, bases = memorised
+    lr = 0.05
+    config = UnlearnConfig(epochs=1, lr_start=lr, lr_end=lr, batch_size=len(forget))
+    result = unlearn(model, bases, forget, val, config)
+    assert result.kept_epoch == 1 and result.history[1]["accepted"] and result.lr_scale == 1.0
+
+    ref = copy.deepcopy(model).eval()
+    unlearning_loss(ref(forget.inputs()), forget.y).backward()
+    project_gradients(ref, bases)
+    for name in ("features.fc1", "head"):
+        w, g = ref.get_submodule(name).weight.detach(), ref.get_submodule(name).weight.grad
+        expected = w - lr * (w.norm() / g.norm()) * g  # one batch: lr / n_batches = lr
+        got = result.model.get_submodule(name).weight.detach()
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_descent_epoch_without_weights_moves_nothing(conv_case):
+    model, forget, _, bases = conv_case
+    before = state_bytes(model)
+    loss = unlearning_module.descent_epoch(
+        copy.deepcopy(model), [], bases, forget, UnlearnConfig(), 0.1, 0, "cpu", None
+    )
+    assert math.isfinite(loss) and state_bytes(model) == before
+
+
 def test_loss_fn_replaces_the_loss_and_sees_sample_ids(conv_case):
     model, forget, val, bases = conv_case
     seen: list[int] = []
