@@ -360,6 +360,34 @@ def test_descent_epoch_without_weights_moves_nothing(conv_case):
     assert math.isfinite(loss) and state_bytes(model) == before
 
 
+def test_cuda_graph_off_cuda_is_the_eager_loop_byte_for_byte(conv_case, caplog):
+    model, forget, val, bases = conv_case
+    config = UnlearnConfig(epochs=3, sample_tolerance=0.0, batch_size=4, seed=5)
+    eager = unlearn(model, bases, forget, val, config)
+    with caplog.at_level(logging.INFO, logger="pgu.core.unlearning"):
+        asked = unlearn(model, bases, forget, val, config, cuda_graph=True)
+    assert "cuda_graph: not used" in caplog.text
+    assert state_bytes(asked.model) == state_bytes(eager.model)
+    assert str(asked.history) == str(eager.history)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("sample_loss", ["pgu", "quantile"])
+def test_cuda_graph_replays_the_same_epochs_as_the_eager_loop(conv_case, sample_loss, caplog):
+    """Full batches replayed from one capture, the shorter last batch eager: the same weights
+    as the eager loop (to GPU round-off: cuDNN is not bit-reproducible) and no fallback."""
+    model, forget, val, bases = conv_case
+    config = UnlearnConfig(epochs=2, sample_tolerance=0.0, batch_size=4, sample_loss=sample_loss)
+    assert len(forget) % config.batch_size  # a shorter last batch runs eagerly
+    eager = unlearn(model, bases, forget, val, config, device="cuda")
+    with caplog.at_level(logging.INFO, logger="pgu.core.unlearning"):
+        graphed = unlearn(model, bases, forget, val, config, device="cuda", cuda_graph=True)
+    assert "cuda_graph" not in caplog.text
+    assert [r["status"] for r in graphed.history] == [r["status"] for r in eager.history]
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_loss_fn_replaces_the_loss_and_sees_sample_ids(conv_case):
     model, forget, val, bases = conv_case
     seen: list[int] = []

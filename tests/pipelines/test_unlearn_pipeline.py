@@ -103,6 +103,16 @@ def test_bad_request_is_rejected_and_leaves_every_file_unchanged(project, forget
     assert project.files() == before
 
 
+def test_a_cuda_graph_setting_that_is_not_a_boolean_is_refused_before_anything_runs(project):
+    file_request(
+        project.path / REQUESTS, sample_ids=split_ids(_train_ids(project), "train")[:3].tolist()
+    )
+    before = project.files()
+    with pytest.raises(Exception, match="unlearn.cuda_graph must be true or false, got 'yes'"):
+        project.run("unlearn", params={"unlearn": {"cuda_graph": "yes"}})
+    assert project.files() == before
+
+
 def test_request_whose_id_differs_from_its_file_is_rejected(project):
     folder = project.path / REQUESTS
     path = file_request(folder, sample_ids=[0])

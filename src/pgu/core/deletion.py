@@ -282,11 +282,14 @@ def execute_request(
     batch_size: int = 256,
     replay: bool = False,
     depoison_config: DepoisonConfig | None = None,
+    cuda_graph: bool = False,
 ) -> dict:
     """Process one request and commit its state, report and ledger row.
 
     A request with ``purpose: depoison`` is served by :func:`_depoison` (``depoison_config``,
     default: :class:`DepoisonConfig`'s defaults) instead of unlearning; the rest is the same.
+    ``cuda_graph`` is passed to :func:`pgu.core.unlearning.unlearn` (how it runs on CUDA, not
+    what it computes).
 
     Returns:
         The ledger row written.
@@ -340,6 +343,7 @@ def execute_request(
             forget_classes=classes,
             device=device,
             original=original,
+            cuda_graph=cuda_graph,
         )
     compute_seconds = time.perf_counter() - compute_start
     out_model = result.model.cpu().eval()

@@ -429,6 +429,147 @@ def _norms(tensors: list[Tensor]) -> Tensor:
     return torch.stack(torch._foreach_norm(tensors)).double()
 
 
+def _descent_step(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    bases: Mapping[str, Tensor],
+    batch: tuple[Tensor, Tensor, Tensor | None],
+    config: UnlearnConfig,
+    lr: float | Tensor,
+    w_norms: Tensor | None,
+    n_batches: int,
+    loss_fn: LossFn | None,
+    free_rows: tuple[nn.Parameter, Tensor] | None,
+) -> Tensor:
+    """One batch of projected descent, in place on ``params``; returns the batch's loss (0-d).
+
+    ``batch`` = (inputs (B, ...), labels (B,), sample ids (B,) or None without ``loss_fn``).
+    ``lr`` may be a 0-d float64 tensor (the captured graph's; the same arithmetic) with the
+    calibrated step; ``w_norms`` (P,) are the weights' norms at the start of the epoch. No host
+    synchronisation, so a CUDA graph can capture it (:class:`CapturedStep`).
+    """
+    x, y, ids = batch
+    for p in params:
+        p.grad = None
+    logits = model(x)  # (B, C)
+    if loss_fn is None:
+        loss = unlearning_loss(logits, y, config.delta, config.w_forget, config.w_entropy)
+    else:
+        loss = loss_fn(logits, y, ids)
+    loss.backward()
+    kept = free_rows[0].grad[free_rows[1]].clone() if free_rows is not None else None
+    calibrated = w_norms is not None
+    raw = _norms([p.grad for p in params]) if calibrated else None  # (P,)
+    project_gradients(model, bases)
+    if kept is not None:
+        free_rows[0].grad[free_rows[1]] = kept
+    with torch.no_grad():
+        if calibrated:
+            g_norms = _norms([p.grad for p in params])  # (P,)
+            # (lr / B) * ||W|| / ||P(G)||, or 0 for a gradient that lies in the CGS
+            steps = torch.where(
+                g_norms > NULL_GRADIENT * raw,
+                (lr / n_batches) * w_norms / g_norms,
+                torch.zeros_like(g_norms),
+            )
+            for p, step in zip(params, steps.to(params[0].dtype).unbind(), strict=True):
+                p.sub_(p.grad * step.to(p.dtype))
+        else:
+            for p in params:
+                p.add_(p.grad, alpha=-lr)
+    return loss.detach()
+
+
+class CapturedStep:
+    """:func:`_descent_step` on full batches, captured once as a CUDA graph and replayed.
+
+    Eager PyTorch spends ~20 us of host time on each kernel it launches, and a SmallVGG batch of
+    64 launches ~157 kernels for ~1.6 ms of GPU work (H200, ``bench/profile_request.py``): an
+    epoch waits on the host. A replay launches the whole batch at once. The batch, the rate and
+    the weight norms live in static device buffers that each call overwrites; the weights are
+    updated in place, so an undone epoch (weights copied back) needs no new capture. Only the
+    calibrated step, and only full batches (the last, shorter one runs eagerly).
+
+    Experimental (``unlearn(..., cuda_graph=True)``, off by default): not yet run on a GPU.
+    ``tests/core/test_unlearning.py`` compares it with the eager loop where CUDA is present.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[tuple[Tensor, Tensor, Tensor | None], Tensor, Tensor], Tensor],
+        params: list[nn.Parameter],
+        batch: tuple[Tensor, Tensor, Tensor | None],
+        device: torch.device,
+    ) -> None:
+        self.batch = tuple(None if t is None else t.clone() for t in batch)
+        self.lr = torch.zeros((), dtype=torch.float64, device=device)
+        self.w_norms = _norms([p.detach() for p in params])
+        saved = [p.detach().clone() for p in params]
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up: handles and workspaces outside the capture
+                for _ in range(3):  # at rate 0; the weights are restored below all the same
+                    step(self.batch, self.lr, self.w_norms)
+            torch.cuda.current_stream(device).wait_stream(side)
+            for p in params:
+                p.grad = None  # the capture allocates the gradients in the graph's memory pool
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = step(self.batch, self.lr, self.w_norms)
+        finally:
+            with torch.no_grad():
+                for p, w in zip(params, saved, strict=True):
+                    p.copy_(w)
+
+    def set_epoch(self, lr: float, w_norms: Tensor) -> None:
+        """The rate and the weights' norms (P,) that every batch of this epoch uses."""
+        self.lr.fill_(lr)
+        self.w_norms.copy_(w_norms)
+
+    def __call__(self, batch: tuple[Tensor, Tensor, Tensor | None]) -> Tensor:
+        """Run one full batch; the returned loss is overwritten by the next call."""
+        for static, t in zip(self.batch, batch, strict=True):
+            if static is not None:
+                static.copy_(t)
+        self.graph.replay()
+        return self.loss
+
+
+def capture_step(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    bases: Mapping[str, Tensor],
+    forget: SampleSet,
+    config: UnlearnConfig,
+    device: str | torch.device,
+    loss_fn: LossFn | None,
+    free_rows: tuple[nn.Parameter, Tensor] | None,
+) -> CapturedStep | None:
+    """The CUDA graph of one full batch for ``unlearn(..., cuda_graph=True)``, or None (logged)
+    where it does not apply or the capture fails: the loop then runs eagerly."""
+    device = torch.device(device)
+    b = config.batch_size
+    if device.type != "cuda" or config.step != "calibrated" or not params or len(forget) < b:
+        logger.info("cuda_graph: not used (it needs CUDA, the calibrated step and a full batch)")
+        return None
+    n_batches = math.ceil(len(forget) / b)
+
+    def step(batch: tuple[Tensor, Tensor, Tensor | None], lr: Tensor, w_norms: Tensor) -> Tensor:
+        return _descent_step(
+            model, params, bases, batch, config, lr, w_norms, n_batches, loss_fn, free_rows
+        )
+
+    first = slice(0, b)
+    ids = forget.sample_id[first].to(device) if loss_fn is not None else None
+    example = (forget.inputs(first).to(device), forget.y[first].to(device), ids)
+    try:
+        return CapturedStep(step, params, example, device)
+    except RuntimeError as err:
+        logger.warning("cuda_graph: the capture failed, so the loop runs eagerly: %s", err)
+        return None
+
+
 def descent_epoch(
     model: nn.Module,
     params: list[nn.Parameter],
@@ -440,12 +581,14 @@ def descent_epoch(
     device: str | torch.device,
     loss_fn: LossFn | None,
     free_rows: tuple[nn.Parameter, Tensor] | None = None,
+    captured: CapturedStep | None = None,
 ) -> float:
     """One shuffled pass of projected descent over the forget set; returns the mean loss.
 
     The shuffle depends only on (config.seed, epoch), so a redone epoch sees the same batches.
     ``free_rows`` = (weight, row indices): rows whose gradient is applied unprojected. Norms and
-    step sizes stay on the device: no host synchronisation inside the pass.
+    step sizes stay on the device: no host synchronisation inside the pass. ``captured``: full
+    batches replay this CUDA graph of the same step (:class:`CapturedStep`).
     """
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(forget), generator=generator)  # (N_f,)
@@ -459,38 +602,20 @@ def descent_epoch(
     calibrated = config.step == "calibrated" and bool(params)  # no weights: nothing to scale
     # per-weight norms as one (P,) vector: a few kernels per batch, not a few per weight
     w_norms = _norms([p.detach() for p in params]) if calibrated else None  # (P,) float64
+    if captured is not None:
+        captured.set_epoch(lr, w_norms)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(forget), config.batch_size):
         idx = order_here[start : start + config.batch_size]  # (B,)
-        x, y = inputs[idx], labels[idx]
-        for p in params:
-            p.grad = None
-        logits = model(x)  # (B, C)
-        if loss_fn is None:
-            loss = unlearning_loss(logits, y, config.delta, config.w_forget, config.w_entropy)
+        ids = shuffled_ids[start : start + config.batch_size] if loss_fn is not None else None
+        batch = (inputs[idx], labels[idx], ids)
+        if captured is not None and len(idx) == config.batch_size:
+            loss = captured(batch)
         else:
-            loss = loss_fn(logits, y, shuffled_ids[start : start + config.batch_size])
-        loss.backward()
-        kept = free_rows[0].grad[free_rows[1]].clone() if free_rows is not None else None
-        raw = _norms([p.grad for p in params]) if calibrated else None  # (P,)
-        project_gradients(model, bases)
-        if kept is not None:
-            free_rows[0].grad[free_rows[1]] = kept
-        with torch.no_grad():
-            if calibrated:
-                g_norms = _norms([p.grad for p in params])  # (P,)
-                # (lr / B) * ||W|| / ||P(G)||, or 0 for a gradient that lies in the CGS
-                steps = torch.where(
-                    g_norms > NULL_GRADIENT * raw,
-                    (lr / n_batches) * w_norms / g_norms,
-                    torch.zeros_like(g_norms),
-                )
-                for p, step in zip(params, steps.to(params[0].dtype).unbind(), strict=True):
-                    p.sub_(p.grad * step.to(p.dtype))
-            else:
-                for p in params:
-                    p.add_(p.grad, alpha=-lr)
-        total += loss.detach().double() * y.shape[0]
+            loss = _descent_step(
+                model, params, bases, batch, config, lr, w_norms, n_batches, loss_fn, free_rows
+            )
+        total += loss.double() * len(idx)
     for p in params:
         p.grad = None
     return total.item() / len(forget)
@@ -519,6 +644,7 @@ def unlearn(
     on_epoch: Callable[[dict], None] | None = None,
     loss_fn: LossFn | None = None,
     original: nn.Module | None = None,
+    cuda_graph: bool = False,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from a copy of ``model`` by projected gradient descent.
 
@@ -541,6 +667,8 @@ def unlearn(
             is an earlier request's result: its validation metrics are the reference of the
             target and the guards (evaluated once, on the validation split only). None:
             ``model``'s before the first epoch.
+        cuda_graph: on CUDA with the calibrated step, replay each full batch as one captured
+            CUDA graph (:class:`CapturedStep`; experimental, not yet run on a GPU).
 
     Returns:
         An :class:`UnlearnResult`. ``history[0]`` describes the start model (epoch 0), with
@@ -667,6 +795,11 @@ def unlearn(
         else:
             logger.info("sample_loss 'quantile' applies to sample removal; classes use 'pgu'")
 
+    captured = (
+        capture_step(model, params, bases, forget, config, device, loss_fn, free_rows)
+        if cuda_graph
+        else None
+    )
     prev = (0, snapshot(), dist)  # (epoch, weights, distance) of the last accepted epoch
     best = prev
     backtracks = 0
@@ -675,7 +808,17 @@ def unlearn(
         eta = config.lr(e)
         for attempt in range(config.max_backtracks + 1):
             loss = descent_epoch(
-                model, params, bases, forget, config, eta * scale, e, device, loss_fn, free_rows
+                model,
+                params,
+                bases,
+                forget,
+                config,
+                eta * scale,
+                e,
+                device,
+                loss_fn,
+                free_rows,
+                captured,
             )
             m = evaluate_sets(model, forget, val, classes, device)
             status, dist = _assess(m, start, ref, classes is not None, config)

@@ -51,6 +51,11 @@ def process_requests(
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
     depoison_config = DepoisonConfig.from_params(depoison_params.get("config") or {})
     device = resolve_device(unlearn_params["device"])
+    cuda_graph = unlearn_params.get("cuda_graph", False)
+    if not isinstance(cuda_graph, bool):
+        raise ValueError(
+            f"parameters_unlearn.yml: unlearn.cuda_graph must be true or false, got {cuda_graph!r}"
+        )
     done = latest_rows(ledger)
     check_no_lost_rows(workspace.states, plans, done)
     rows = []
@@ -69,6 +74,7 @@ def process_requests(
                 batch_size=representation_params["batch_size"],
                 replay=plan.request.id in done,
                 depoison_config=depoison_config,
+                cuda_graph=cuda_graph,
             )
         )
         for rid in stale_after(plan.request.id, done, rows[-1]):
