@@ -16,7 +16,9 @@ is one), with the kernels' share of the wall time and the host calls that wait o
 - the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95), also
   with eigh through MAGMA (``torch.backends.cuda.preferred_linalg_library``) where the build
   has it; not profiled (under the profiler it ran for minutes on an H200);
-- one unlearning epoch (batches of 64) and one stop check (forget + val predictions).
+- one unlearning epoch (batches of 64), also with its full batches replayed as one captured
+  CUDA graph (``unlearn(..., cuda_graph=True)``, experimental), and one stop check (forget +
+  val predictions).
 
 Run 4 of ``bench/results/h200-2026-11-27`` also timed Gram split depths 0, 1, 2 and unlimited
 (1.10, 1.04, 1.12, 2.48 s: a GPU keeps 1), TF32 matrix products and channels-last for the
@@ -53,7 +55,7 @@ from pgu.core.representation import (
     tracked_layers,
 )
 from pgu.core.training import resolve_device
-from pgu.core.unlearning import UnlearnConfig, descent_epoch, evaluate_sets
+from pgu.core.unlearning import UnlearnConfig, capture_step, descent_epoch, evaluate_sets
 
 # k per tracked layer that the H200 speed run chose for SmallVGG (conv1..3, fc1, fc2)
 H200_K = "25,1035,2138,7446,222"
@@ -251,7 +253,15 @@ def main() -> None:
     others = tuple(t for t in representation.KERNEL_MAJOR_DEVICES if t != device.type)
     with patched(representation, KERNEL_MAJOR_DEVICES=others):
         measure("full statistics, rows from layer_rows", full_stats)
-    if device.type == "cuda":
+    if device.type == "cuda":  # unlearn(..., cuda_graph=True)'s epoch: full batches replayed
+        captured = capture_step(model, params, bases, forget, config, device, None, None)
+        if captured is not None:
+            measure(
+                "epoch, CUDA graph",
+                lambda: descent_epoch(
+                    model, params, bases, forget, config, lr, 0, device, None, None, captured
+                ),
+            )
         before = torch.backends.cuda.preferred_linalg_library()
         try:
             torch.backends.cuda.preferred_linalg_library("magma")

@@ -67,7 +67,7 @@ from pgu.core.training import (
     predict_logits,
     resolve_device,
 )
-from pgu.core.unlearning import UnlearnConfig, descent_epoch, unlearn
+from pgu.core.unlearning import UnlearnConfig, capture_step, descent_epoch, unlearn
 
 logger = logging.getLogger("bench.speed")
 
@@ -388,6 +388,54 @@ def run(
         for _ in range(3)
     ]
     t["unlearning_epoch"] = statistics.median(epochs)
+    if dev.type == "cuda":  # the experimental captured descent: unlearn(..., cuda_graph=True)
+        graphed = [
+            timed(
+                lambda b=bases: unlearn(
+                    original, b, forget, w.val, config, device=dev, cuda_graph=True
+                ),
+                dev,
+            )
+            for _ in range(repeats)
+        ]
+        t["unlearning_cuda_graph"] = statistics.median(g[1] for g in graphed)
+        kept = graphed[-1][0].kept_record()  # to set beside the eager run's (GPU round-off apart)
+        logger.info(
+            "cuda_graph: %s after %d epochs, forget_acc %.4f val_acc %.4f (eager: %s after %d "
+            "epochs, forget_acc %.4f val_acc %.4f)",
+            graphed[-1][0].stop_reason,
+            graphed[-1][0].epochs_run,
+            kept["forget_acc"],
+            kept["val_acc"],
+            result.stop_reason,
+            result.epochs_run,
+            result.kept_record()["forget_acc"],
+            result.kept_record()["val_acc"],
+        )
+        t["request_cuda_graph"] = (
+            t["forget_statistics"] + t["eigendecomposition"] + t["unlearning_cuda_graph"]
+        )
+        captured = capture_step(model, params, on_dev, forget_dev, config, dev, None, None)
+        if captured is not None:  # None: the capture failed (logged)
+            t["unlearning_epoch_cuda_graph"] = statistics.median(
+                timed(
+                    lambda: descent_epoch(
+                        model,
+                        params,
+                        on_dev,
+                        forget_dev,
+                        config,
+                        1e-3,
+                        0,
+                        dev,
+                        None,
+                        None,
+                        captured,
+                    ),
+                    dev,
+                )[1]
+                for _ in range(3)
+            )
     placed = copy.deepcopy(original).to(dev)  # where unlearn() keeps its model
     _, t["stop_check"] = timed(
         lambda: [predict_logits(placed, s, device=dev) for s in (forget, w.val)], dev
@@ -446,6 +494,9 @@ ROWS = [
     ("request_float32", "request with float32 eigh"),
     ("evaluation", "evaluation (forget, val, test accuracy)"),
     ("unlearning_epoch", "one epoch of projected descent"),
+    ("unlearning_epoch_cuda_graph", "the same, replayed as a CUDA graph (experimental)"),
+    ("unlearning_cuda_graph", "unlearning with cuda_graph (capture included)"),
+    ("request_cuda_graph", "request with cuda_graph"),
     ("stop_check", "one stop check (forget + val predictions)"),
     ("request_full_budget", "request if the whole epoch budget runs"),
     ("full_statistics", "full-data statistics (once per model)"),
@@ -461,9 +512,10 @@ def table(results: list[dict]) -> str:
     for key, label in ROWS:
         cells = []
         for r in results:
-            s = r["seconds"][key]
-            cells.append(f"{s:.3f} | {s / r['seconds']['retrain']:.4f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            s = r["seconds"].get(key)  # the CUDA-graph rows exist on CUDA only
+            cells.append("– | –" if s is None else f"{s:.3f} | {s / r['seconds']['retrain']:.4f}")
+        if any(c != "– | –" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     for r in results:
         mb = {k: v / 2**20 for k, v in r["bases"].items() if k.endswith("bytes")}
@@ -502,8 +554,14 @@ def table(results: list[dict]) -> str:
                 f"retain space ×{ref['eigendecomposition'] / s['eigendecomposition']:.1f} "
                 f"(float32 eigh ×"
                 f"{ref['eigendecomposition'] / s['eigendecomposition_float32']:.1f}), "
-                f"unlearning epoch ×{ref['unlearning_epoch'] / s['unlearning_epoch']:.1f}, "
-                f"training epoch ×{ref['training_epoch'] / per_epoch:.2f} faster"
+                f"unlearning epoch ×{ref['unlearning_epoch'] / s['unlearning_epoch']:.1f}"
+                + (
+                    f" (as a CUDA graph ×"
+                    f"{ref['unlearning_epoch'] / s['unlearning_epoch_cuda_graph']:.1f})"
+                    if "unlearning_epoch_cuda_graph" in s
+                    else ""
+                )
+                + f", training epoch ×{ref['training_epoch'] / per_epoch:.2f} faster"
             )
     return "\n".join(lines)
 
