@@ -131,6 +131,7 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
     "unlearn": {
         "request_id": None,
         "device": "auto",
+        "cuda_graph": False,
         "config": {
             "epochs": 30,
             "step": "calibrated",
@@ -487,6 +488,7 @@ class Bench:
         self.gamma_overrides = dict(conf["cgs"].get("overrides") or {})
         self.eigh_dtype = str(conf["cgs"].get("eigh_dtype", "float64"))
         self.batch_size = int(conf["representation"]["batch_size"])
+        self.cuda_graph = bool(conf["unlearn"].get("cuda_graph", False))  # as the unlearn node
         self.config = UnlearnConfig.from_params(
             dict(conf["unlearn"].get("config") or {}, **json.loads(args.unlearn))
         )
@@ -656,6 +658,7 @@ class Bench:
                 classes,
                 device=dev,
                 original=None if start is original else original,
+                cuda_graph=self.cuda_graph,
             ),
             dev,
         )
