@@ -35,8 +35,9 @@ the unlearning loop moves its forget and val sets there itself, evaluation moves
 runs seed by seed (a seed's original model and statistics serve all of its scenarios), and work
 predicted to end past ``--time-budget`` is skipped and named. ``--variant NAME=JSON`` runs each
 request again (in the scenarios of ``--variant-scenarios``; in (b) as a chain of its own) with
-UnlearnConfig overrides and/or ``eigh_dtype``, reported as ``pgu:NAME``. ``--state-dir`` keeps
-decoded images, models and R_full for a later run; ``--merge`` joins per-seed runs' results.
+UnlearnConfig overrides and/or ``eigh_dtype`` and ``cuda_graph``, reported as ``pgu:NAME``.
+``--state-dir`` keeps decoded images, models and R_full for a later run; ``--merge`` joins
+per-seed runs' results.
 Only the framework-free core is imported (no Kedro, PyYAML optional), so the
 script runs where only torch, numpy, pandas, scikit-learn, pillow and safetensors are installed.
 
@@ -493,13 +494,15 @@ class Bench:
             dict(conf["unlearn"].get("config") or {}, **json.loads(args.unlearn))
         )
         # --variant NAME=JSON: the same requests with other settings, reported as "pgu:NAME"
-        self.variants: dict[str, tuple[UnlearnConfig, str]] = {}
+        self.variants: dict[str, tuple[UnlearnConfig, str, bool]] = {}
         for name, overrides in args.variant:
             over = dict(overrides)
             dtype = str(over.pop("eigh_dtype", self.eigh_dtype))
+            graph = bool(over.pop("cuda_graph", self.cuda_graph))
             self.variants[name] = (
                 UnlearnConfig.from_params(dict(asdict(self.config), **over)),
                 dtype,
+                graph,
             )
         self.budget = budget
         self.state = state
@@ -625,7 +628,9 @@ class Bench:
         R_forget is collected with the original model (the statistics model of R_full), so
         R_retain = R_prev - R_forget is exact; the unlearning starts from ``start``.
         """
-        config, eigh_dtype = self.variants[variant] if variant else (self.config, self.eigh_dtype)
+        config, eigh_dtype, cuda_graph = (
+            self.variants[variant] if variant else (self.config, self.eigh_dtype, self.cuda_graph)
+        )
         key = (seed, f"{variant or ''}/{chain}:".encode() + np.sort(forget_ids).tobytes())
         if key in self._requests:
             return dict(self._requests[key], reused=True)
@@ -658,7 +663,7 @@ class Bench:
                 classes,
                 device=dev,
                 original=None if start is original else original,
-                cuda_graph=self.cuda_graph,
+                cuda_graph=cuda_graph,
             ),
             dev,
         )
@@ -1246,7 +1251,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=JSON",
         help="also run each request with these UnlearnConfig overrides (and/or "
-        '"eigh_dtype"), reported as pgu:NAME; repeatable. E.g. f32=\'{"eigh_dtype": "float32"}\'',
+        '"eigh_dtype", "cuda_graph"), reported as pgu:NAME; repeatable. E.g. '
+        'f32=\'{"eigh_dtype": "float32"}\'',
     )
     p.add_argument(
         "--variant-scenarios",
