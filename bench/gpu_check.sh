@@ -19,8 +19,10 @@
 #   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_request.py, where
 #                                      # each phase of a request spends its time, with conv rows
 #                                      # from layer_rows and MAGMA's eigh timed side by side
-#   bash bench/gpu_check.sh 4 "$OUT"   # ~1 min: bench/speed.py, issue 6's GPU figures again, with
-#                                      # the unlearning loop's timeline and one profiled request
+#   bash bench/gpu_check.sh 4 "$OUT"   # ~1.5 min: bench/speed.py, issue 6's GPU figures again,
+#                                      # with the loop's timeline, one profiled request, the
+#                                      # CUDA-graph rows and the full statistics from host memory
+#                                      # (pinned, non-blocking copies since run 5: not yet timed)
 #   bash bench/gpu_check.sh 5 "$OUT"   # ~2.5 min: issue 7's (c), one seed: the whole-class
 #                                      # request's time (and fidelity) with the current code
 #
