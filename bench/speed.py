@@ -324,10 +324,11 @@ def run(
         dev,
     )
     if dev.type == "cuda":  # the representation node's path: samples in host memory, normalised
-        _, t["full_statistics_host"] = timed(  # there chunk by chunk and copied over
+        full, t["full_statistics_host"] = timed(  # there chunk by chunk and copied over
             lambda: collect_representations_sharded(original, w.train, w.chunk_size, device=dev),
             dev,
-        )
+        )  # the requests use these: their R_forget is normalised on the host too (on a GPU a
+        # division by a scalar is a multiplication by its reciprocal), so R_retain is exact
     # --- the request, as pgu.core.deletion.execute_request runs it (median of the repeats)
     config = UnlearnConfig.from_params(unlearn_params or {})
     phases: list[tuple[float, float, float]] = []
