@@ -638,9 +638,12 @@ class Bench:
         original = self.seed_state(seed)["original"]
         forget = self.train.with_ids(forget_ids)
         val = self.sets["val"]
+        # normalised where R_full's samples were (train_dev): a GPU divides by a scalar through
+        # its reciprocal, the CPU does not, and R_retain = R_prev - R_forget must stay exact
+        placed = self.train_dev.with_ids(forget_ids)
         r_forget, forget_stats_s = timed(
             lambda: collect_representations(
-                original, forget.batches(self.batch_size), device=dev, keep_on_device=True
+                original, placed.batches(self.batch_size), device=dev, keep_on_device=True
             ),
             dev,
         )
