@@ -245,8 +245,7 @@ def main() -> None:
         r_retain = retain_statistics(full_r, forget_r, device=device)
         return compute_bases(r_retain, 0.95, device=device)
 
-    phases["retain space"] = retain_space
-    measure("retain space", retain_space)
+    measure("retain space", retain_space)  # not profiled: eigh ran for minutes under the profiler
     # the choice this run re-checks: conv rows from layer_rows instead of kernel-major (decided
     # on an H200 in run 4 of bench/results/h200-2026-11-27, as were the Gram split depth, TF32
     # and channels-last, which README lists); and eigh through MAGMA instead of cuSOLVER
@@ -273,7 +272,6 @@ def main() -> None:
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    del phases["retain space"]  # eigh under the profiler ran for minutes on an H200 (run 4)
     for name, fn in phases.items():
         with profile(activities=activities) as prof:
             begin = time.perf_counter()

@@ -67,7 +67,13 @@ from pgu.core.training import (
     predict_logits,
     resolve_device,
 )
-from pgu.core.unlearning import UnlearnConfig, capture_step, descent_epoch, unlearn
+from pgu.core.unlearning import (
+    CapturedStep,
+    UnlearnConfig,
+    capture_step,
+    descent_epoch,
+    unlearn,
+)
 
 logger = logging.getLogger("bench.speed")
 
@@ -241,20 +247,17 @@ def descent_model(model: torch.nn.Module, bases: dict, device) -> tuple:
     return model, params
 
 
-def profile_request(w: Workload, original, full: dict, config: UnlearnConfig) -> None:
+def profiled_request(w: Workload, original, bases: dict, config: UnlearnConfig) -> None:
     """One more request, untimed by the table: its unlearning loop's timeline (seconds from the
     call to each history record and to the return), then its forget statistics and unlearning
     under torch.profiler with the kernels' share of the wall time (``bench/profile_request.py``'s
-    summaries; not the eigendecompositions, which ran for minutes under the profiler)."""
+    summaries; not the eigendecompositions, which ran for minutes under the profiler). ``bases``
+    are those of the timed requests."""
     from profile_request import busy_summary, top_ops  # beside this script
     from torch.profiler import ProfilerActivity, profile
 
     dev = w.device
     forget = w.train.with_ids(w.forget_ids)
-    r_forget = collect_representations(
-        original, forget.batches(w.chunk_size), device=dev, keep_on_device=True
-    )
-    bases, _ = compute_bases(retain_statistics(full, r_forget, device=dev), w.gamma, device=dev)
     marks: list[tuple[int, float]] = []
     _sync(dev)
     begin = time.perf_counter()
@@ -354,7 +357,7 @@ def run(
     )
     request_runs = [sum(p) for p in phases]
     if profile:
-        profile_request(w, original, full, config)
+        profiled_request(w, original, bases, config)
     # the same request with float32 eigendecompositions (cgs.eigh_dtype: float32)
     (bases32, summary32), t["eigendecomposition_float32"] = timed(
         lambda: compute_bases(
@@ -384,16 +387,20 @@ def run(
     model, params = descent_model(original, bases, dev)
     on_dev = {name: b.to(dev) for name, b in bases.items()}
     forget_dev = forget.to(dev)
-    epochs = [
-        timed(
-            lambda: descent_epoch(
-                model, params, on_dev, forget_dev, config, 1e-3, 0, dev, loss_fn=None
-            ),
-            dev,
-        )[1]
-        for _ in range(3)
-    ]
-    t["unlearning_epoch"] = statistics.median(epochs)
+
+    def epoch_seconds(captured: CapturedStep | None = None) -> float:
+        """Median of three epochs, eager or replaying ``captured``."""
+        return statistics.median(
+            timed(
+                lambda: descent_epoch(
+                    model, params, on_dev, forget_dev, config, 1e-3, 0, dev, None, None, captured
+                ),
+                dev,
+            )[1]
+            for _ in range(3)
+        )
+
+    t["unlearning_epoch"] = epoch_seconds()
     if dev.type == "cuda":  # the experimental captured descent: unlearn(..., cuda_graph=True)
         graphed = [
             timed(
@@ -423,25 +430,7 @@ def run(
         )
         captured = capture_step(model, params, on_dev, forget_dev, config, dev, None, None)
         if captured is not None:  # None: the capture failed (logged)
-            t["unlearning_epoch_cuda_graph"] = statistics.median(
-                timed(
-                    lambda: descent_epoch(
-                        model,
-                        params,
-                        on_dev,
-                        forget_dev,
-                        config,
-                        1e-3,
-                        0,
-                        dev,
-                        None,
-                        None,
-                        captured,
-                    ),
-                    dev,
-                )[1]
-                for _ in range(3)
-            )
+            t["unlearning_epoch_cuda_graph"] = epoch_seconds(captured)
     placed = copy.deepcopy(original).to(dev)  # where unlearn() keeps its model
     _, t["stop_check"] = timed(
         lambda: [predict_logits(placed, s, device=dev) for s in (forget, w.val)], dev
