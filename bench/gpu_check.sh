@@ -28,6 +28,9 @@
 #   bash bench/gpu_check.sh 6 "$OUT"   # ~6 min: issue 7's (a) alone for 3 seeds (6 trainings),
 #                                      # the defaults beside the quantile-loss candidates, to
 #                                      # choose the default that parts 1 and 2 then measure
+#   bash bench/gpu_check.sh 7 "$OUT"   # ~1 min, if time is left: bench/determinism.py, whether
+#                                      # each phase of a request keeps its bytes on the GPU, by
+#                                      # default and with deterministic algorithms, at what cost
 #
 # Issue 6 misses one target only, the unlearning epoch (x3.0-x4.7 of the x5 asked, H200 run 5 of
 # 2026-11-27): parts 3 and 4 (~3 min) run the GPU tests of unlearn(..., cuda_graph=True), the
@@ -43,8 +46,8 @@
 # 40-epoch training instead of 38-40 s (SmallVGG training already fills the GPU), so running
 # seeds side by side gains nothing; their request times were also inflated (3.1 s vs 1.8 s).
 set -u
-part=${1:?usage: gpu_check.sh 1|2|3|4|5|6 OUT}
-out=${2:?usage: gpu_check.sh 1|2|3|4|5|6 OUT}
+part=${1:?usage: gpu_check.sh 1|2|3|4|5|6|7 OUT}
+out=${2:?usage: gpu_check.sh 1|2|3|4|5|6|7 OUT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 state=data/06_models/bench-state  # ignored by git: kept on the machine between the two calls
 common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold all
@@ -111,8 +114,15 @@ case $part in
     grep "done at\|request [0-9.]*s\|skipped" "$out/cifar-a/log.txt" | sed 's/.*bench.cifar: //'
     grep -A12 "^\*\*(a)" "$out/cifar-a/results.md"
     ;;
+7)
+    for mode in "" --deterministic; do  # one process each: cuBLAS reads its setting at start
+        timeout 90 python3 bench/determinism.py $mode >"$out/determinism${mode:+-on}.txt" 2>&1
+        echo "determinism ${mode:-(defaults)} rc=$?"
+        grep -v '^{' "$out/determinism${mode:+-on}.txt" | tail -n 14
+    done
+    ;;
 *)
-    echo "part must be 1, 2, 3, 4, 5 or 6" >&2
+    echo "part must be 1, 2, 3, 4, 5, 6 or 7" >&2
     exit 2
     ;;
 esac
