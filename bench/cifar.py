@@ -36,6 +36,10 @@ runs seed by seed (a seed's original model and statistics serve all of its scena
 predicted to end past ``--time-budget`` is skipped and named. ``--variant NAME=JSON`` runs each
 request again (in the scenarios of ``--variant-scenarios``; in (b) as a chain of its own) with
 UnlearnConfig overrides and/or ``eigh_dtype`` and ``cuda_graph``, reported as ``pgu:NAME``.
+The evaluate pipeline's baselines (``--baselines``; default: ``evaluate.baselines`` of the
+configuration, i.e. FT, NG, RL and PGU without projection) run on the requests of (a) and (c)
+from the original model, as that pipeline runs them, and get rows of their own (their time is
+the baseline's own work; none needs the statistics or bases). (b) runs PGU's chains only.
 ``--state-dir`` keeps decoded images, models and R_full for a later run; ``--merge`` joins
 per-seed runs' results.
 Only the framework-free core is imported (no Kedro, PyYAML optional), so the
@@ -72,6 +76,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pgu.core.baselines import BASELINES, NEEDS_RETAIN, BaselineContext, run_baseline
 from pgu.core.cgs import compute_bases, retain_statistics
 from pgu.core.checkpoint import (
     load_tensors,
@@ -93,13 +98,15 @@ from pgu.core.unlearning import UnlearnConfig, unlearn
 logger = logging.getLogger("bench.cifar")
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("original", "retrained", "pgu")  # then "pgu:<name>" per --variant
+MODELS = ("original", "retrained", "pgu")  # then "pgu:<name>" per --variant, then baselines
 SCENARIOS = ("a", "c", "b")  # the order they run in: (a) first, it is what the reference measured
 PAPER_EPOCHS = 200
 
 # The parameter blocks of conf/base + conf/cifar10 (Kedro replaces top-level keys), used when
 # PyYAML is missing; tests/pipelines/test_cifar_optional.py checks that they match the files.
 CONF_KEYS = ("data", "model", "train", "cgs", "representation", "unlearn")
+# and of the `evaluate` block, what the baselines need
+EVALUATE_KEYS = ("baselines", "finetune_recipe")
 CIFAR10_DEFAULTS: dict[str, Any] = {
     "data": {
         "source": "image_folder",
@@ -154,6 +161,18 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
             "seed": 0,
         },
     },
+    "evaluate": {
+        "baselines": ["ft", "ng", "rl", "no_projection"],
+        "finetune_recipe": {
+            "epochs": 3,
+            "batch_size": 64,
+            "lr": 0.01,
+            "lr_end": 0.001,
+            "momentum": 0.9,
+            "weight_decay": 0.0005,
+            "seed": 0,
+        },
+    },
 }
 
 # Issue 7: the reference code, SmallVGG, scenario (a), training shortened to 60 epochs, seeds
@@ -194,7 +213,9 @@ def load_conf() -> dict[str, Any]:
     for env in ("base", "cifar10"):
         for path in sorted((ROOT / "conf" / env).glob("parameters*.yml")):
             merged.update(yaml.safe_load(path.read_text()) or {})
-    return {key: merged[key] for key in CONF_KEYS}
+    conf = {key: merged[key] for key in CONF_KEYS}
+    conf["evaluate"] = {key: merged["evaluate"][key] for key in EVALUATE_KEYS}
+    return conf
 
 
 def _class_members(
@@ -504,6 +525,11 @@ class Bench:
                 dtype,
                 graph,
             )
+        # the evaluate pipeline's baselines (--baselines), on (a) and (c); FT seeded per seed
+        self.baselines: list[str] = (
+            list(conf["evaluate"]["baselines"]) if args.baselines is None else args.baselines
+        )
+        self.finetune_params = dict(conf["evaluate"]["finetune_recipe"])
         self.budget = budget
         self.state = state
         self.from_state_dir = False  # a model came from --state-dir: its times are an earlier run's
@@ -580,6 +606,10 @@ class Bench:
     def variants_for(self, scenario: str) -> list[str]:
         """The ``--variant`` names run in ``scenario`` (``--variant-scenarios``)."""
         return list(self.variants) if scenario in self.args.variant_scenarios else []
+
+    def baselines_for(self, scenario: str) -> list[str]:
+        """The baselines run in ``scenario``: single requests only, not (b)'s chains."""
+        return list(self.baselines) if scenario in ("a", "c") else []
 
     def has_seed(self, seed: int) -> bool:
         return seed in self._seed_state
@@ -706,6 +736,26 @@ class Bench:
         )
         return out
 
+    def baseline(
+        self, name: str, seed: int, forget_ids: np.ndarray, classes: list[int] | None
+    ) -> tuple[nn.Module, float]:
+        """Baseline ``name`` on a request from the original model, as the evaluate pipeline
+        runs it (PGU's UnlearnConfig; FT with evaluate.finetune_recipe, seeded with the seed):
+        (model, seconds)."""
+        ctx = BaselineContext(
+            forget=self.train.with_ids(forget_ids),
+            val=self.sets["val"],
+            retain=self.train_dev.without_ids(forget_ids) if name in NEEDS_RETAIN else None,
+            config=self.config,
+            forget_classes=classes,
+            device=self.device,
+            finetune_recipe=TrainRecipe.from_params(dict(self.finetune_params, seed=seed)),
+        )
+        original = self.seed_state(seed)["original"]
+        model, seconds = timed(lambda: run_baseline(name, original, ctx), self.device)
+        logger.info("seed %d baseline %s: %.2fs", seed, name, seconds)
+        return model.cpu().eval(), seconds
+
     def evaluate(
         self, models: dict[str, nn.Module], sets: EvalSets, seed: int
     ) -> dict[str, dict[str, float]]:
@@ -779,6 +829,9 @@ class Bench:
             for name in self.variants_for(scenario)
         }
         models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
+        baseline_s = {}
+        for name in self.baselines_for(scenario):
+            models[name], baseline_s[name] = self.baseline(name, seed, forget_ids, classes)
         rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
         record = self._record(
             scenario, seed, 1, forget_ids, forget_ids, rows, req, retrain_s, gold_reused, state
@@ -789,6 +842,9 @@ class Bench:
             record["variants"][name] = {
                 k: r[k] for k in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
             }
+        for name, seconds in baseline_s.items():
+            rows[name]["time_s"] = seconds
+        record["baselines"] = {name: {"time_s": t} for name, t in baseline_s.items()}
         return record
 
     def incremental(self, seed: int, on_step: Callable[[dict], None]) -> list[dict]:
@@ -1263,6 +1319,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the scenarios in which --variant requests run (default: all)",
     )
     p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma list of the evaluate pipeline's baselines to run on (a) and (c), from the "
+        f"original model, or 'none' (default: evaluate.baselines of the configuration; "
+        f"valid: {', '.join(sorted(BASELINES))})",
+    )
+    p.add_argument(
         "--state-dir",
         default="",
         help="folder that keeps decoded images, trained models and R_full between runs: a "
@@ -1299,6 +1362,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--variant {text!r}: expected NAME={{...}} (a JSON object)")
         variants.append((name, overrides))
     args.variant = variants
+    if args.baselines is not None:
+        names = [b.strip() for b in args.baselines.split(",") if b.strip()]
+        names = [] if names == ["none"] else names
+        unknown = sorted(set(names) - set(BASELINES))
+        if unknown:
+            p.error(f"--baselines: unknown {unknown}; valid: {sorted(BASELINES)} or 'none'")
+        args.baselines = list(dict.fromkeys(names))
     return args
 
 
@@ -1347,6 +1417,7 @@ def merge(paths: Sequence[str], out: Path | None) -> str:
         "model",
         "train",
         "forget_draw",
+        "baselines",
     )
     for path, payload in zip(paths, payloads, strict=True):
         # `or None`: an option added later (absent from older results) means its default
@@ -1437,6 +1508,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = StateDir(args.state_dir)
     sets, info = build_sets(conf, args, state)
     bench = Bench(args, conf, sets, Budget(args.time_budget, start), state)
+    args.baselines = bench.baselines  # resolved from the configuration: results.json says which
     if device.type == "cuda":  # kernels, cuDNN autotuning and allocator growth: not timed
         warm_up(bench, sets["train"], device)
     runs: list[dict] = []
@@ -1476,7 +1548,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # short by the time budget has whole seeds rather than one scenario's seeds
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for scenario in args.scenarios:
-            runs_per_request = 1 + len(bench.variants_for(scenario))
+            runs_per_request = (  # for the budget, a baseline costs about what a request does
+                1 + len(bench.variants_for(scenario)) + len(bench.baselines_for(scenario))
+            )
             if scenario == "b":
                 trainings = bench.trainings_b(seed)
                 requests = bench.requests_b(seed) * runs_per_request

@@ -9,6 +9,7 @@ it: it extracts 20 train and 10 test images per class into a temporary project a
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import tarfile
@@ -183,6 +184,51 @@ def test_random_per_class_draws_n_of_each_class_per_seed():
     assert got.tolist() != bench.first_per_class(ids, y, 5).tolist()
     with pytest.raises(ValueError, match="fewer than n = 21"):
         bench.random_per_class(ids, y, 21, seed=0)
+
+
+def _image_tree(root: Path, train_n: int, test_n: int, size: int = 8) -> None:
+    """A class-per-folder PNG tree like the CIFAR-10 one: random images, 10 classes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for origin, n in (("train", train_n), ("test", test_n)):
+        for name in CLASSES:
+            folder = root / "cifar10-jpg" / origin / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+
+
+def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
+    """--baselines adds a row per baseline to (a) with every metric, timed; unknown names are
+    refused with the valid ones."""
+    bench = _bench()
+    _image_tree(tmp_path / "raw", train_n=8, test_n=4)
+    out = tmp_path / "out"
+    # fmt: off
+    bench.main([
+        "--device", "cpu", "--root", str(tmp_path / "raw"), "--workers", "1", "--epochs", "1",
+        "--scenarios", "a", "--forget-per-class", "2", "--seeds", "1", "--attack-repeats", "1",
+        "--baselines", "ng,ft", "--out", str(out),
+    ])
+    # fmt: on
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["args"]["baselines"] == ["ng", "ft"]
+    (run,) = payload["runs"]
+    assert list(run["models"]) == ["original", "retrained", "pgu", "ng", "ft"]
+    for name in ("ng", "ft"):
+        row = run["models"][name]
+        for key in ("forget_acc", "retain_acc", "test_acc", "attack_rate", "js_forget"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["time_s"] > 0 and run["baselines"][name]["time_s"] == row["time_s"]
+    # FT trained the original further: its outputs are its own, not the original's
+    assert run["models"]["ft"]["js_test"] != run["models"]["original"]["js_test"]
+    text = (out / "results.md").read_text()
+    assert "| ng |" in text and "| ft |" in text
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--baselines", "ng,retrain"])
+    assert "unknown ['retrain']" in capsys.readouterr().err
 
 
 # --- the real archive (optional) ----------------------------------------------------------------
