@@ -37,9 +37,10 @@ predicted to end past ``--time-budget`` is skipped and named. ``--variant NAME=J
 request again (in the scenarios of ``--variant-scenarios``; in (b) as a chain of its own) with
 UnlearnConfig overrides and/or ``eigh_dtype`` and ``cuda_graph``, reported as ``pgu:NAME``.
 The evaluate pipeline's baselines (``--baselines``; default: ``evaluate.baselines`` of the
-configuration, i.e. FT, NG, RL and PGU without projection) run on the requests of (a) and (c)
-from the original model, as that pipeline runs them, and get rows of their own (their time is
-the baseline's own work; none needs the statistics or bases). (b) runs PGU's chains only.
+configuration, i.e. FT, NG, RL and PGU without projection) run on every request as that
+pipeline's audit runs them, from PGU's starting model (in (b), PGU's model of the step before;
+FT fine-tunes on everything not forgotten so far), and get rows of their own (their time is the
+baseline's own work; none needs the statistics or bases).
 ``--state-dir`` keeps decoded images, models and R_full for a later run; ``--merge`` joins
 per-seed runs' results.
 Only the framework-free core is imported (no Kedro, PyYAML optional), so the
@@ -536,6 +537,7 @@ class Bench:
         self._seed_state: dict[int, dict] = {}
         self._gold: dict[tuple[int, bytes], tuple[nn.Module, float]] = {}
         self._requests: dict[tuple[int, bytes], dict] = {}
+        self._baselines: dict[tuple, tuple[nn.Module, float]] = {}
 
     # -- building blocks
 
@@ -608,8 +610,8 @@ class Bench:
         return list(self.variants) if scenario in self.args.variant_scenarios else []
 
     def baselines_for(self, scenario: str) -> list[str]:
-        """The baselines run in ``scenario``: single requests only, not (b)'s chains."""
-        return list(self.baselines) if scenario in ("a", "c") else []
+        """The baselines run in ``scenario`` (every scenario: --baselines chooses which)."""
+        return list(self.baselines)
 
     def has_seed(self, seed: int) -> bool:
         return seed in self._seed_state
@@ -737,23 +739,36 @@ class Bench:
         return out
 
     def baseline(
-        self, name: str, seed: int, forget_ids: np.ndarray, classes: list[int] | None
+        self,
+        name: str,
+        seed: int,
+        start: nn.Module,
+        forget_ids: np.ndarray,
+        forgotten: np.ndarray,
+        classes: list[int] | None,
     ) -> tuple[nn.Module, float]:
-        """Baseline ``name`` on a request from the original model, as the evaluate pipeline
-        runs it (PGU's UnlearnConfig; FT with evaluate.finetune_recipe, seeded with the seed):
-        (model, seconds)."""
+        """Baseline ``name`` on a request, as the evaluate pipeline runs it: from PGU's starting
+        model ``start`` (the original, or in (b) PGU's previous step), forgetting ``forget_ids``
+        with PGU's UnlearnConfig (FT: evaluate.finetune_recipe, seeded with the seed, on the
+        train set without ``forgotten``, everything forgotten so far): (model, seconds)."""
+        original = self.seed_state(seed)["original"]
+        key = (seed, name, np.sort(forget_ids).tobytes(), np.sort(forgotten).tobytes())
+        if start is original and key in self._baselines:  # (a)'s, again as (b)'s first step
+            return self._baselines[key]
         ctx = BaselineContext(
             forget=self.train.with_ids(forget_ids),
             val=self.sets["val"],
-            retain=self.train_dev.without_ids(forget_ids) if name in NEEDS_RETAIN else None,
+            retain=self.train_dev.without_ids(forgotten) if name in NEEDS_RETAIN else None,
             config=self.config,
             forget_classes=classes,
             device=self.device,
             finetune_recipe=TrainRecipe.from_params(dict(self.finetune_params, seed=seed)),
+            original=None if start is original else original,
         )
-        original = self.seed_state(seed)["original"]
-        model, seconds = timed(lambda: run_baseline(name, original, ctx), self.device)
+        model, seconds = timed(lambda: run_baseline(name, start, ctx), self.device)
         logger.info("seed %d baseline %s: %.2fs", seed, name, seconds)
+        if start is original:
+            self._baselines[key] = (model.cpu().eval(), seconds)
         return model.cpu().eval(), seconds
 
     def evaluate(
@@ -831,7 +846,9 @@ class Bench:
         models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
         baseline_s = {}
         for name in self.baselines_for(scenario):
-            models[name], baseline_s[name] = self.baseline(name, seed, forget_ids, classes)
+            models[name], baseline_s[name] = self.baseline(
+                name, seed, state["original"], forget_ids, forget_ids, classes
+            )
         rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
         record = self._record(
             scenario, seed, 1, forget_ids, forget_ids, rows, req, retrain_s, gold_reused, state
@@ -866,7 +883,8 @@ class Bench:
             forgotten = np.union1d(forgotten, step_ids)
             cached = self.has_gold(seed, forgotten)
             with_gold = cached or self.args.incremental_gold == "all" or k == steps
-            if not self.budget.allows(int(with_gold and not cached), len(names)):
+            work = len(names) + len(self.baselines_for("b"))
+            if not self.budget.allows(int(with_gold and not cached), work):
                 logger.warning("seed %d (b) step %d: skipped, the time budget is spent", seed, k)
                 break
             self.budget.begin()  # each step is a unit: the next step's estimate uses its cost
@@ -878,6 +896,11 @@ class Bench:
             label = {name: "pgu" if name is None else f"pgu:{name}" for name in names}
             models = {"original": state["original"]}
             models.update({label[name]: r["model"] for name, r in reqs.items()})
+            baseline_s = {}
+            for name in self.baselines_for("b"):  # from PGU's previous model, as the audit does
+                models[name], baseline_s[name] = self.baseline(
+                    name, seed, current[None], step_ids, forgotten, None
+                )
             retrain_s, gold_reused = math.nan, False
             if with_gold:
                 models["retrained"], retrain_s, gold_reused = self.gold(seed, forgotten)
@@ -898,8 +921,11 @@ class Bench:
                     key: reqs[name][key]
                     for key in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
                 }
+            for name, seconds in baseline_s.items():
+                rows[name]["time_s"] = seconds
+            record["baselines"] = {name: {"time_s": t} for name, t in baseline_s.items()}
             records.append(record)
-            self.budget.end(len(names))
+            self.budget.end(len(names) + len(baseline_s))
             on_step(record)
             current = {name: r["model"] for name, r in reqs.items()}
             r_prev, chain = req["r_retain"], f"{chain}>{k}"
@@ -1553,7 +1579,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             if scenario == "b":
                 trainings = bench.trainings_b(seed)
-                requests = bench.requests_b(seed) * runs_per_request
+                requests = bench.requests_b(seed) * runs_per_request  # baselines: every step
             else:
                 trainings, requests = int(not bench.has_seed(seed)) + 1, runs_per_request
             if not bench.budget.allows(trainings, requests):

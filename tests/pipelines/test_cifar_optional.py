@@ -201,7 +201,8 @@ def _image_tree(root: Path, train_n: int, test_n: int, size: int = 8) -> None:
 
 
 def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
-    """--baselines adds a row per baseline to (a) with every metric, timed; unknown names are
+    """--baselines adds a row per baseline to every request with every metric, timed: (a)'s
+    run from the original model, and serve again as (b)'s first step; unknown names are
     refused with the valid ones."""
     bench = _bench()
     _image_tree(tmp_path / "raw", train_n=8, test_n=4)
@@ -209,21 +210,28 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
     # fmt: off
     bench.main([
         "--device", "cpu", "--root", str(tmp_path / "raw"), "--workers", "1", "--epochs", "1",
-        "--scenarios", "a", "--forget-per-class", "2", "--seeds", "1", "--attack-repeats", "1",
+        "--scenarios", "a,b", "--increments", "2", "--forget-per-class", "2", "--seeds", "1",
+        "--attack-repeats", "1",
         "--baselines", "ng,ft", "--out", str(out),
     ])
     # fmt: on
     payload = json.loads((out / "results.json").read_text())
     assert payload["args"]["baselines"] == ["ng", "ft"]
-    (run,) = payload["runs"]
-    assert list(run["models"]) == ["original", "retrained", "pgu", "ng", "ft"]
-    for name in ("ng", "ft"):
-        row = run["models"][name]
-        for key in ("forget_acc", "retain_acc", "test_acc", "attack_rate", "js_forget"):
-            assert 0.0 <= row[key] <= 1.0
-        assert row["time_s"] > 0 and run["baselines"][name]["time_s"] == row["time_s"]
-    # FT trained the original further: its outputs are its own, not the original's
-    assert run["models"]["ft"]["js_test"] != run["models"]["original"]["js_test"]
+    a, b1, b2 = sorted(payload["runs"], key=lambda r: (r["scenario"], r["step"]))
+    assert [(r["scenario"], r["step"]) for r in (a, b1, b2)] == [("a", 1), ("b", 1), ("b", 2)]
+    for run in (a, b1, b2):
+        assert sorted(run["models"]) == ["ft", "ng", "original", "pgu", "retrained"]
+        for name in ("ng", "ft"):
+            row = run["models"][name]
+            for key in ("forget_acc", "retain_acc", "test_acc", "attack_rate", "js_forget"):
+                assert 0.0 <= row[key] <= 1.0
+            assert row["time_s"] > 0 and run["baselines"][name]["time_s"] == row["time_s"]
+        # FT trained further: its outputs are its own, not the original's
+        assert run["models"]["ft"]["js_test"] != run["models"]["original"]["js_test"]
+    # (b)'s first step is (a)'s request: the same baseline models, not run twice
+    assert b1["baselines"] == a["baselines"]
+    assert b1["models"]["ft"]["js_test"] == a["models"]["ft"]["js_test"]
+    assert b2["baselines"]["ft"]["time_s"] != a["baselines"]["ft"]["time_s"]
     text = (out / "results.md").read_text()
     assert "| ng |" in text and "| ft |" in text
     with pytest.raises(SystemExit):
