@@ -526,7 +526,7 @@ class Bench:
                 dtype,
                 graph,
             )
-        # the evaluate pipeline's baselines (--baselines), on (a) and (c); FT seeded per seed
+        # the evaluate pipeline's baselines (--baselines), on every request; FT seeded per seed
         self.baselines: list[str] = (
             list(conf["evaluate"]["baselines"]) if args.baselines is None else args.baselines
         )
@@ -608,10 +608,6 @@ class Bench:
     def variants_for(self, scenario: str) -> list[str]:
         """The ``--variant`` names run in ``scenario`` (``--variant-scenarios``)."""
         return list(self.variants) if scenario in self.args.variant_scenarios else []
-
-    def baselines_for(self, scenario: str) -> list[str]:
-        """The baselines run in ``scenario`` (every scenario: --baselines chooses which)."""
-        return list(self.baselines)
 
     def has_seed(self, seed: int) -> bool:
         return seed in self._seed_state
@@ -767,9 +763,10 @@ class Bench:
         )
         model, seconds = timed(lambda: run_baseline(name, start, ctx), self.device)
         logger.info("seed %d baseline %s: %.2fs", seed, name, seconds)
+        model = model.cpu().eval()
         if start is original:
-            self._baselines[key] = (model.cpu().eval(), seconds)
-        return model.cpu().eval(), seconds
+            self._baselines[key] = (model, seconds)
+        return model, seconds
 
     def evaluate(
         self, models: dict[str, nn.Module], sets: EvalSets, seed: int
@@ -845,7 +842,7 @@ class Bench:
         }
         models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
         baseline_s = {}
-        for name in self.baselines_for(scenario):
+        for name in self.baselines:
             models[name], baseline_s[name] = self.baseline(
                 name, seed, state["original"], forget_ids, forget_ids, classes
             )
@@ -883,7 +880,7 @@ class Bench:
             forgotten = np.union1d(forgotten, step_ids)
             cached = self.has_gold(seed, forgotten)
             with_gold = cached or self.args.incremental_gold == "all" or k == steps
-            work = len(names) + len(self.baselines_for("b"))
+            work = len(names) + len(self.baselines)
             if not self.budget.allows(int(with_gold and not cached), work):
                 logger.warning("seed %d (b) step %d: skipped, the time budget is spent", seed, k)
                 break
@@ -897,7 +894,7 @@ class Bench:
             models = {"original": state["original"]}
             models.update({label[name]: r["model"] for name, r in reqs.items()})
             baseline_s = {}
-            for name in self.baselines_for("b"):  # from PGU's previous model, as the audit does
+            for name in self.baselines:  # from PGU's previous model, as the audit does
                 models[name], baseline_s[name] = self.baseline(
                     name, seed, current[None], step_ids, forgotten, None
                 )
@@ -1347,9 +1344,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--baselines",
         default=None,
-        help="comma list of the evaluate pipeline's baselines to run on (a) and (c), from the "
-        f"original model, or 'none' (default: evaluate.baselines of the configuration; "
-        f"valid: {', '.join(sorted(BASELINES))})",
+        help="comma list of the evaluate pipeline's baselines to run on every request, or "
+        f"'none' (default: evaluate.baselines of the configuration; valid: "
+        f"{', '.join(sorted(BASELINES))})",
     )
     p.add_argument(
         "--state-dir",
@@ -1575,7 +1572,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for scenario in args.scenarios:
             runs_per_request = (  # for the budget, a baseline costs about what a request does
-                1 + len(bench.variants_for(scenario)) + len(bench.baselines_for(scenario))
+                1 + len(bench.variants_for(scenario)) + len(bench.baselines)
             )
             if scenario == "b":
                 trainings = bench.trainings_b(seed)
