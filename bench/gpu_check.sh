@@ -17,9 +17,10 @@
 #   bash bench/gpu_check.sh 1 "$OUT"   # ~8 min: seeds 0 and 1 (10 trainings)
 #   bash bench/gpu_check.sh 2 "$OUT"   # ~4 min: seed 2 (5 trainings), its request times alone,
 #                                      # then one report merged from both parts' results
-#   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min, if time is left: bench/profile_request.py, where
-#                                      # each phase of a request spends its time, with conv rows
-#                                      # from layer_rows and MAGMA's eigh timed side by side
+#   bash bench/gpu_check.sh 3 "$OUT"   # ~1 min: the GPU-only tests of unlearn(..., cuda_graph=
+#                                      # True), then bench/profile_request.py, where each phase
+#                                      # of a request spends its time (the eager and the graphed
+#                                      # epoch, conv rows from layer_rows, MAGMA's eigh)
 #   bash bench/gpu_check.sh 4 "$OUT"   # ~1.5 min: bench/speed.py, issue 6's GPU figures again,
 #                                      # with the loop's timeline, one profiled request, the
 #                                      # CUDA-graph rows and the full statistics from host memory
@@ -42,7 +43,12 @@
 # need parts 1 and 2. A session with 15 minutes cannot do all: decide by the notes. The plan of
 # 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~11.5 min with the machine's
 # start), so that issue 6's last target and issue 7's choice of default share one loan; parts 1
-# and 2 (issue 7's (b), with whichever default part 6 chose) need a session of their own.
+# and 2 (issue 7's (b), with whichever default part 6 chose) need a session of their own. As two
+# calls on one warm machine (each returns at most 8 files; these return 5 and 4):
+#   run(command='for p in 3 4 7; do bash bench/gpu_check.sh $p "$OUT"; done', timeout_s=360)
+#   run(command='bash bench/gpu_check.sh 6 "$OUT"', timeout_s=520,
+#       carry=["data/01_raw/cifar10-jpg.tar.gz"])
+# Part 7 goes last in the first call: skip it if the first two took longer than planned.
 #
 # Part 2's merge reads part 1's results from the machine's disk: call it within the machine's
 # idle time (30 s) of part 1, or merge the two results.json files here with --merge.
