@@ -1076,6 +1076,13 @@ def timing_line(summary: dict, epochs: int) -> str:
         if not math.isnan(retrain)
         else "no retraining at this step (ratios against the original's training)"
     )
+    # the baselines' rows: every label that is neither a model of MODELS nor a PGU variant
+    reference = t["train_original_s"][0] if math.isnan(retrain) else retrain
+    baselines = [
+        f"{label} {summary[label]['time_s'][0] / reference:.3f}"
+        for label in summary["models"]
+        if label not in MODELS and not label.startswith("pgu:") and "time_s" in summary[label]
+    ]
     return (
         f"times (s, mean over seeds): original training {t['train_original_s'][0]:.1f}, "
         f"R_full {t['full_stats_s'][0]:.1f}, {retrain_text}; PGU request "
@@ -1083,7 +1090,9 @@ def timing_line(summary: dict, epochs: int) -> str:
         f"{t['bases_s'][0]:.2f} + unlearning {t['unlearn_s'][0]:.2f}; request / retraining "
         f"{t['request_over_retrain'][0]:.3f} at {epochs} epochs, "
         f"{t['request_over_paper_retrain'][0]:.4f} of a {PAPER_EPOCHS}-epoch retraining "
-        f"(extrapolated); stops {summary['stop_reasons']}, epochs run {summary['epochs_run']}"
+        f"(extrapolated)"
+        + (f"; baselines / retraining: {', '.join(baselines)}" if baselines else "")
+        + f"; stops {summary['stop_reasons']}, epochs run {summary['epochs_run']}"
     )
 
 

@@ -234,6 +234,7 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
     assert b2["baselines"]["ft"]["time_s"] != a["baselines"]["ft"]["time_s"]
     text = (out / "results.md").read_text()
     assert "| ng |" in text and "| ft |" in text
+    assert "baselines / retraining: ng " in text  # each baseline's time against retraining
     with pytest.raises(SystemExit):
         bench.parse_args(["--baselines", "ng,retrain"])
     assert "unknown ['retrain']" in capsys.readouterr().err
