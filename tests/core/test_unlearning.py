@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pgu.core import unlearning as unlearning_module
 from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics, spectrum
@@ -369,6 +370,58 @@ def test_cuda_graph_off_cuda_is_the_eager_loop_byte_for_byte(conv_case, caplog):
     assert "cuda_graph: not used" in caplog.text
     assert state_bytes(asked.model) == state_bytes(eager.model)
     assert str(asked.history) == str(eager.history)
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that make the host wait for a tensor's values (on CUDA, a device
+    synchronisation, which a CUDA graph cannot capture): reading a scalar back, shapes that
+    depend on values, boolean-mask indexing."""
+
+    WAITING = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal",
+               "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave"}  # fmt: skip
+    INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        masks = [
+            i for i in (args[1] if name in self.INDEXING and len(args) > 1 else [])
+            if isinstance(i, torch.Tensor) and i.dtype == torch.bool
+        ]  # fmt: skip
+        if name in self.WAITING or masks:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "case", ["samples", "quantile", "classes"], ids=["pgu-loss", "quantile-loss", "free-rows"]
+)
+def test_a_descent_step_never_waits_on_tensor_values(conv_case, monkeypatch, case):
+    """``unlearn(..., cuda_graph=True)`` captures ``_descent_step`` as a CUDA graph, where any
+    host read of a value fails the capture (and eager, it stalls the launch queue each batch).
+    Checked here on the CPU, op by op, for both losses and for class removal's free rows."""
+    model, forget, val, bases = conv_case
+    steps: list[HostReads] = []
+    real = unlearning_module._descent_step
+
+    def watched(*args, **kwargs):
+        with HostReads() as reads:
+            out = real(*args, **kwargs)
+        steps.append(reads)
+        return out
+
+    monkeypatch.setattr(unlearning_module, "_descent_step", watched)
+    config = UnlearnConfig(
+        epochs=2, batch_size=4, sample_tolerance=0.0, class_target_acc=0.0,
+        sample_loss="quantile" if case == "quantile" else "pgu",
+    )  # fmt: skip
+    classes = [1] if case == "classes" else None
+    unlearn(model, bases, forget, val, config, forget_classes=classes)
+    assert steps, "the loop never ran a descent step"
+    assert [r.seen for r in steps if r.seen] == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
