@@ -22,7 +22,7 @@ from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics, sp
 from pgu.core.data import SampleSet
 from pgu.core.losses import quantile_targets, unlearning_loss
 from pgu.core.models import build_model
-from pgu.core.projection import project_gradients
+from pgu.core.projection import project_gradients, projected_parameters
 from pgu.core.representation import collect_representations, layer_dim, tracked_layers
 from pgu.core.training import TrainRecipe, accuracy_and_loss, train_model
 from pgu.core.unlearning import UnlearnConfig, evaluate_sets, unlearn, validation_metrics
@@ -422,6 +422,19 @@ def test_a_descent_step_never_waits_on_tensor_values(conv_case, monkeypatch, cas
     unlearn(model, bases, forget, val, config, forget_classes=classes)
     assert steps, "the loop never ran a descent step"
     assert [r.seen for r in steps if r.seen] == []
+
+
+def test_an_epoch_reads_one_value_back_its_mean_loss(conv_case):
+    """Eager on a GPU, an epoch is bound by kernel launches: a host read inside the pass would
+    stall the launch queue at every batch. The one read is the mean loss at its end."""
+    model, forget, _, bases = conv_case
+    model = copy.deepcopy(model).eval()
+    params = projected_parameters(model, bases)
+    with HostReads() as reads:
+        unlearning_module.descent_epoch(
+            model, params, bases, forget, UnlearnConfig(batch_size=4), 0.05, 0, "cpu", None
+        )
+    assert reads.seen == ["_local_scalar_dense"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
