@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -79,3 +80,27 @@ def trained_project(tmp_path_factory) -> KedroProject:
     project = KedroProject.create(tmp_path_factory.mktemp("trained") / "p")
     project.run("data", "train", "representation", params={"train": {"recipe": {"epochs": 6}}})
     return project
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that make the host wait for a tensor's values (on CUDA, a device
+    synchronisation, which a CUDA graph cannot capture): reading a scalar back, shapes that
+    depend on values, boolean-mask indexing."""
+
+    WAITING = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal",
+               "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave"}  # fmt: skip
+    INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        masks = [
+            i for i in (args[1] if name in self.INDEXING and len(args) > 1 else [])
+            if isinstance(i, torch.Tensor) and i.dtype == torch.bool
+        ]  # fmt: skip
+        if name in self.WAITING or masks:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))

@@ -7,6 +7,7 @@ matrix collected directly on the retain samples.
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import HostReads
 from torch import nn
 
 from pgu.core.models import build_model
@@ -198,6 +199,24 @@ def test_non_finite_activations_are_refused_naming_the_first_layer_they_reach(sh
             collect_representations_sharded(net, x, chunk_size=4)
         else:
             collect_representations(net, [x])
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_collection_reads_nothing_back_per_chunk(sharded):
+    """On a GPU each host read inside the chunk loop would wait for the device, so the next
+    chunk's copy could not overlap this one's products: the only reads are the finished
+    matrices' finiteness checks, one per layer, whatever the number of chunks."""
+    net = small_net()
+    counts = []
+    for n in (8, 24):  # 2 and 6 chunks
+        x = torch.randn(n, 3, 9, 9)
+        with HostReads() as reads:
+            if sharded:
+                collect_representations_sharded(net, x, chunk_size=4)
+            else:
+                collect_representations(net, x.split(4))
+        counts.append(reads.seen)
+    assert counts[0] == counts[1] == ["_local_scalar_dense"] * len(tracked_layers(net))
 
 
 def test_tuple_batches_are_accepted():

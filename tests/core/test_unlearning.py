@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import HostReads
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pgu.core import unlearning as unlearning_module
 from pgu.core.cgs import COMPLEMENT_SUFFIX, compute_bases, retain_statistics, spectrum
@@ -370,30 +370,6 @@ def test_cuda_graph_off_cuda_is_the_eager_loop_byte_for_byte(conv_case, caplog):
     assert "cuda_graph: not used" in caplog.text
     assert state_bytes(asked.model) == state_bytes(eager.model)
     assert str(asked.history) == str(eager.history)
-
-
-class HostReads(TorchDispatchMode):
-    """Records the operators that make the host wait for a tensor's values (on CUDA, a device
-    synchronisation, which a CUDA graph cannot capture): reading a scalar back, shapes that
-    depend on values, boolean-mask indexing."""
-
-    WAITING = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal",
-               "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave"}  # fmt: skip
-    INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        masks = [
-            i for i in (args[1] if name in self.INDEXING and len(args) > 1 else [])
-            if isinstance(i, torch.Tensor) and i.dtype == torch.bool
-        ]  # fmt: skip
-        if name in self.WAITING or masks:
-            self.seen.append(name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize(
