@@ -28,11 +28,10 @@
 #   bash bench/gpu_check.sh 5 "$OUT"   # ~3 min: issue 7's (c), one seed: the whole-class
 #                                      # request's time (and fidelity) with the current code,
 #                                      # with the evaluate pipeline's baselines beside it
-#   bash bench/gpu_check.sh 6 "$OUT"   # ~7 min: issue 7's (a) alone for 3 seeds (6 trainings),
+#   bash bench/gpu_check.sh 6 "$OUT"   # ~6 min: issue 7's (a) alone for 3 seeds (6 trainings),
 #                                      # the defaults beside the quantile-loss candidates, to
-#                                      # choose the default that parts 1 and 2 then measure, and
-#                                      # the evaluate pipeline's baselines (FT, NG, RL, no
-#                                      # projection), which (a) has not had on CIFAR-10 yet
+#                                      # choose the default that parts 1 and 2 then measure (no
+#                                      # baselines: (b)'s first step is (a) and runs them)
 #   bash bench/gpu_check.sh 7 "$OUT"   # ~1 min, if time is left: bench/determinism.py, whether
 #                                      # each phase of a request keeps its bytes on the GPU, by
 #                                      # default and with deterministic algorithms, at what cost
@@ -41,7 +40,7 @@
 # 2026-11-27): parts 3 and 4 (~3 min) run the GPU tests of unlearn(..., cuda_graph=True), the
 # candidate (an epoch is bound by kernel launches), and time it beside the eager loop. Issue 7's
 # need parts 1 and 2. A session with 15 minutes cannot do all: decide by the notes. The plan of
-# 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~11.5 min with the machine's
+# 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~10.5 min with the machine's
 # start), so that issue 6's last target and issue 7's choice of default share one loan; parts 1
 # and 2 (issue 7's (b), with whichever default part 6 chose) need a session of their own. As two
 # calls on one warm machine (each returns at most 8 files; these return 5 and 4):
@@ -114,9 +113,8 @@ case $part in
     # the quantile loss closed that gap on the CPU proxies, more so with more, smaller steps
     # (a finer rate, or smaller batches: README). Variants cost a request each, not a training.
     timeout 480 python3 bench/cifar.py --archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 \
-        --scenarios a --seeds 3 --threads 8 --time-budget 450 --variant-scenarios a \
+        --scenarios a --seeds 3 --threads 8 --time-budget 450 --variant-scenarios a --baselines none \
         --variant 'quantile={"sample_loss": "quantile"}' \
-        --variant 'q05={"sample_loss": "quantile", "lr_start": 0.05, "lr_end": 0.01}' \
         --variant 'q05t10={"sample_loss": "quantile", "lr_start": 0.05, "lr_end": 0.01, "sample_tolerance": 0.1}' \
         --variant 'q32={"sample_loss": "quantile", "batch_size": 32}' \
         --out "$out/cifar-a" >"$out/cifar-a.txt" 2>&1
