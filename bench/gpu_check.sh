@@ -5,10 +5,11 @@
 # of CIFAR-10 it brought the attack rate of (a) from 15 points below retrained to 1 above, where
 # the defaults are 6 below on the real thing; README) and `q05t10` (the quantile loss with a
 # finer step, lr 0.05 -> 0.01, and a band of +-0.1: all four (a) targets on the SmallVGG CPU
-# proxy, at 3-4 epochs a request), with the evaluate pipeline's four baselines at every step.
-# Step 1 of each chain is (a). Once part 6 has chosen the default, keep the defaults' chain and
-# drop the others (the `log_loss` and `current` chains of earlier plans went for the baselines'
-# time: (a) measured `log_loss` in run 1, and `current` is no longer the default rule).
+# proxy, at 3-4 epochs a request). Step 1 of each chain is (a). No baselines here (part 6 runs
+# them on (a)): at ~15 s and four more evaluations a step, 3 seeds of (b) would not fit. Once
+# part 6 has chosen the default, keep the defaults' chain and drop the others. The `log_loss`
+# and `current` chains of earlier plans are gone: (a) measured `log_loss` in run 1, and
+# `current` is no longer the default rule.
 # A variant costs its requests only (~1.7 s each), not retrainings.
 # It needs two calls on one warm machine (a call may run 10 minutes, a machine start costs
 # about a minute, 15 minutes in all). Run from the repository root on the GPU machine, with
@@ -28,10 +29,11 @@
 #   bash bench/gpu_check.sh 5 "$OUT"   # ~3 min: issue 7's (c), one seed: the whole-class
 #                                      # request's time (and fidelity) with the current code,
 #                                      # with the evaluate pipeline's baselines beside it
-#   bash bench/gpu_check.sh 6 "$OUT"   # ~6 min: issue 7's (a) alone for 3 seeds (6 trainings),
+#   bash bench/gpu_check.sh 6 "$OUT"   # ~7 min: issue 7's (a) alone for 3 seeds (6 trainings),
 #                                      # the defaults beside the quantile-loss candidates, to
-#                                      # choose the default that parts 1 and 2 then measure (no
-#                                      # baselines: (b)'s first step is (a) and runs them)
+#                                      # choose the default that parts 1 and 2 then measure, and
+#                                      # the evaluate pipeline's four baselines (FT, NG, RL, no
+#                                      # projection), which CIFAR-10 has not had yet
 #   bash bench/gpu_check.sh 7 "$OUT"   # ~1 min, if time is left: bench/determinism.py, whether
 #                                      # each phase of a request keeps its bytes on the GPU, by
 #                                      # default and with deterministic algorithms, at what cost
@@ -40,7 +42,7 @@
 # 2026-11-27): parts 3 and 4 (~3 min) run the GPU tests of unlearn(..., cuda_graph=True), the
 # candidate (an epoch is bound by kernel launches), and time it beside the eager loop. Issue 7's
 # need parts 1 and 2. A session with 15 minutes cannot do all: decide by the notes. The plan of
-# 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~10.5 min with the machine's
+# 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~11.5 min with the machine's
 # start), so that issue 6's last target and issue 7's choice of default share one loan; parts 1
 # and 2 (issue 7's (b), with whichever default part 6 chose) need a session of their own. As two
 # calls on one warm machine (each returns at most 8 files; these return 5 and 4):
@@ -63,7 +65,7 @@ common=(--archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 --incremental-gold 
     --scenarios b --variant 'quantile={"sample_loss": "quantile"}'
     --variant 'q05t10={"sample_loss": "quantile", "lr_start": 0.05, "lr_end": 0.01, "sample_tolerance": 0.1}'
     --variant-scenarios b
-    --state-dir "$state" --threads 8 --verbose)
+    --baselines none --state-dir "$state" --threads 8 --verbose)
 
 case $part in
 1)
@@ -113,7 +115,7 @@ case $part in
     # the quantile loss closed that gap on the CPU proxies, more so with more, smaller steps
     # (a finer rate, or smaller batches: README). Variants cost a request each, not a training.
     timeout 480 python3 bench/cifar.py --archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 \
-        --scenarios a --seeds 3 --threads 8 --time-budget 450 --variant-scenarios a --baselines none \
+        --scenarios a --seeds 3 --threads 8 --time-budget 450 --variant-scenarios a \
         --variant 'quantile={"sample_loss": "quantile"}' \
         --variant 'q05t10={"sample_loss": "quantile", "lr_start": 0.05, "lr_end": 0.01, "sample_tolerance": 0.1}' \
         --variant 'q32={"sample_loss": "quantile", "batch_size": 32}' \
