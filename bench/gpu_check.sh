@@ -122,7 +122,7 @@ case $part in
         --out "$out/cifar-a" >"$out/cifar-a.txt" 2>&1
     echo "cifar (a) rc=$?"
     grep "done at\|request [0-9.]*s\|skipped" "$out/cifar-a/log.txt" | sed 's/.*bench.cifar: //'
-    grep -A12 "^\*\*(a)" "$out/cifar-a/results.md"
+    grep -A17 "^\*\*(a)" "$out/cifar-a/results.md"
     ;;
 7)
     for mode in "" --deterministic; do  # one process each: cuBLAS reads its setting at start
