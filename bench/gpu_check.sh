@@ -114,15 +114,18 @@ case $part in
     # (a)'s attack rate sits 6 points below the retrained model's with the defaults (run 1);
     # the quantile loss closed that gap on the CPU proxies, more so with more, smaller steps
     # (a finer rate, or smaller batches: README). Variants cost a request each, not a training.
+    # `graph`: the defaults with unlearn.cuda_graph, the same requests replayed as CUDA graphs
+    # (its request time, and its results beside the eager loop's, on real data).
     timeout 480 python3 bench/cifar.py --archive data/01_raw/cifar10-jpg.tar.gz --epochs 40 \
         --scenarios a --seeds 3 --threads 8 --time-budget 450 --variant-scenarios a \
         --variant 'quantile={"sample_loss": "quantile"}' \
         --variant 'q05t10={"sample_loss": "quantile", "lr_start": 0.05, "lr_end": 0.01, "sample_tolerance": 0.1}' \
         --variant 'q32={"sample_loss": "quantile", "batch_size": 32}' \
+        --variant 'graph={"cuda_graph": true}' \
         --out "$out/cifar-a" >"$out/cifar-a.txt" 2>&1
     echo "cifar (a) rc=$?"
     grep "done at\|request [0-9.]*s\|skipped" "$out/cifar-a/log.txt" | sed 's/.*bench.cifar: //'
-    grep -A17 "^\*\*(a)" "$out/cifar-a/results.md"
+    grep -A19 "^\*\*(a)" "$out/cifar-a/results.md"
     ;;
 7)
     for mode in "" --deterministic; do  # one process each: cuBLAS reads its setting at start
