@@ -401,6 +401,16 @@ def run(
         )
 
     t["unlearning_epoch"] = epoch_seconds()
+    if dev.type == "cuda" and torch.get_num_threads() != 1:
+        # bench/profile_request.py (one torch thread, random weights) timed 0.057 s where this
+        # script (--threads 8) timed 0.090 s on an H200: the same epoch on one thread tells
+        # whether the thread count is the difference
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            t["unlearning_epoch_1thread"] = epoch_seconds()
+        finally:
+            torch.set_num_threads(threads)
     if dev.type == "cuda":  # the experimental captured descent: unlearn(..., cuda_graph=True)
         graphed = [
             timed(
@@ -489,6 +499,7 @@ ROWS = [
     ("request_float32", "request with float32 eigh"),
     ("evaluation", "evaluation (forget, val, test accuracy)"),
     ("unlearning_epoch", "one epoch of projected descent"),
+    ("unlearning_epoch_1thread", "the same on one torch CPU thread"),
     ("unlearning_epoch_cuda_graph", "the same, replayed as a CUDA graph (experimental)"),
     ("unlearning_cuda_graph", "unlearning with cuda_graph (capture included)"),
     ("request_cuda_graph", "request with cuda_graph"),
