@@ -31,9 +31,10 @@
 #                                      # with the evaluate pipeline's baselines beside it
 #   bash bench/gpu_check.sh 6 "$OUT"   # ~7 min: issue 7's (a) alone for 3 seeds (6 trainings),
 #                                      # the defaults beside the quantile-loss candidates, to
-#                                      # choose the default that parts 1 and 2 then measure, and
-#                                      # the evaluate pipeline's four baselines (FT, NG, RL, no
-#                                      # projection), which CIFAR-10 has not had yet
+#                                      # choose the default that parts 1 and 2 then measure, the
+#                                      # defaults replayed as CUDA graphs, and the evaluate
+#                                      # pipeline's four baselines (FT, NG, RL, no projection),
+#                                      # which CIFAR-10 has not had yet
 #   bash bench/gpu_check.sh 7 "$OUT"   # ~1 min, if time is left: bench/determinism.py, whether
 #                                      # each phase of a request keeps its bytes on the GPU, by
 #                                      # default and with deterministic algorithms, at what cost
@@ -45,11 +46,12 @@
 # 2026-11-27 (twelfth session): parts 3, 4 and 6 in one session (~11.5 min with the machine's
 # start), so that issue 6's last target and issue 7's choice of default share one loan; parts 1
 # and 2 (issue 7's (b), with whichever default part 6 chose) need a session of their own. As two
-# calls on one warm machine (each returns at most 8 files; these return 5 and 4):
-#   run(command='for p in 3 4 7; do bash bench/gpu_check.sh $p "$OUT"; done', timeout_s=360)
-#   run(command='bash bench/gpu_check.sh 6 "$OUT"', timeout_s=520,
-#       carry=["data/01_raw/cifar10-jpg.tar.gz"])
-# Part 7 goes last in the first call: skip it if the first two took longer than planned.
+# calls on one warm machine (a call returns at most 8 files; these return 3 and 6):
+#   run(command='for p in 3 4; do bash bench/gpu_check.sh $p "$OUT"; done', timeout_s=300)
+#   run(command='bash bench/gpu_check.sh 6 "$OUT"; bash bench/gpu_check.sh 7 "$OUT"',
+#       timeout_s=600, carry=["data/01_raw/cifar10-jpg.tar.gz"])
+# Part 7 comes last: if the device time runs short, it is the one cut (what a cut call wrote
+# under $OUT still comes back).
 #
 # Part 2's merge reads part 1's results from the machine's disk: call it within the machine's
 # idle time (30 s) of part 1, or merge the two results.json files here with --merge.
