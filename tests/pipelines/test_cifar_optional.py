@@ -201,19 +201,20 @@ def _image_tree(root: Path, train_n: int, test_n: int, size: int = 8) -> None:
                 Image.fromarray(pixels).save(folder / f"{i:04d}.png")
 
 
-def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
-    """--baselines adds a row per baseline to every request with every metric, timed: (a)'s
-    run from the original model, and serve again as (b)'s first step; unknown names are
-    refused with the valid ones."""
-    bench = _bench()
-    _image_tree(tmp_path / "raw", train_n=8, test_n=4)
-    out = tmp_path / "out"
-    # a process of its own: the bench sets torch's thread count and the root logger, which
-    # would change how later tests in this process train (and so their bytes)
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory) -> Path:
+    """One bench run, (a) and two steps of (b) with two baselines, on a tiny PNG tree: its --out.
+
+    A process of its own: the bench sets torch's thread count and the root logger, which would
+    change how later tests in this process train (and so their bytes).
+    """
+    tmp = tmp_path_factory.mktemp("bench")
+    _image_tree(tmp / "raw", train_n=8, test_n=4)
+    out = tmp / "out"
     # fmt: off
     done = subprocess.run([
         sys.executable, str(ROOT / "bench" / "cifar.py"),
-        "--device", "cpu", "--root", str(tmp_path / "raw"), "--workers", "1", "--epochs", "1",
+        "--device", "cpu", "--root", str(tmp / "raw"), "--workers", "1", "--epochs", "1",
         "--scenarios", "a,b", "--increments", "2", "--forget-per-class", "2", "--seeds", "1",
         "--attack-repeats", "1",
         "--baselines", "ng,ft", "--out", str(out),
@@ -221,6 +222,14 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     # fmt: on
     assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def test_bench_runs_the_evaluate_baselines_beside_pgu(bench_out, capsys):
+    """--baselines adds a row per baseline to every request with every metric, timed: (a)'s
+    run from the original model, and serve again as (b)'s first step; unknown names are
+    refused with the valid ones."""
+    bench, out = _bench(), bench_out
     payload = json.loads((out / "results.json").read_text())
     assert payload["args"]["baselines"] == ["ng", "ft"]
     a, b1, b2 = sorted(payload["runs"], key=lambda r: (r["scenario"], r["step"]))
@@ -244,6 +253,35 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--baselines", "ng,retrain"])
     assert "unknown ['retrain']" in capsys.readouterr().err
+
+
+def test_bench_merge_reports_runs_of_one_setting_as_one(bench_out, tmp_path):
+    """--merge (bench/cifar_report.py) joins per-seed runs into one table whose cells are the
+    mean ± std over the seeds, and refuses runs of other settings or the same seed twice."""
+    bench = _bench()
+    payload = json.loads((bench_out / "results.json").read_text())
+    other = json.loads(json.dumps(payload))  # the same run, relabelled as seed 1, PGU moved
+    for run in other["runs"]:
+        run["seed"] = 1
+        run["models"]["pgu"]["forget_acc"] = 1.0 - run["models"]["pgu"]["forget_acc"]
+    paths = [tmp_path / "seed0.json", tmp_path / "seed1.json"]
+    for path, body in zip(paths, (payload, other), strict=True):
+        path.write_text(json.dumps(body))
+    text = bench.merge([str(p) for p in paths], tmp_path / "merged")
+    assert "seeds 0, 1" in text and "(merged from 2 runs" in text
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["args"]["seed_list"] == [0, 1] and len(merged["runs"]) == 2 * len(payload["runs"])
+    a0 = next(r for r in payload["runs"] if r["scenario"] == "a")["models"]["pgu"]["forget_acc"]
+    mean, std = merged["summary"]["a"]["pgu"]["forget_acc"]
+    assert mean == pytest.approx(0.5) and std == pytest.approx(abs(a0 - 0.5))
+    assert f"| pgu | {50.0:.1f} ± {100 * abs(a0 - 0.5):.1f} |" in text
+    assert (tmp_path / "merged" / "results.md").read_text() == text + "\n"
+    with pytest.raises(SystemExit, match="same scenario, seed and step"):
+        bench.merge([str(paths[0]), str(paths[0])], None)
+    other["args"]["epochs"] += 1
+    paths[1].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"other settings .*\['epochs'\]"):
+        bench.merge([str(p) for p in paths], None)
 
 
 # --- the real archive (optional) ----------------------------------------------------------------
