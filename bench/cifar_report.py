@@ -126,6 +126,64 @@ def table(summary: dict, cols: Sequence[str], title: str, label_prefix: str = ""
     return lines
 
 
+# Issue 7's fidelity targets (means over seeds): (metric, heading, tolerance, against the
+# retrained model's mean (True) or an absolute ceiling (False)). The 2 s request target is the
+# time_s column of PGU's rows.
+TARGETS = {
+    "samples": (
+        ("forget_acc", "forget − retrained (±1.5)", 0.015, True),
+        ("test_acc", "test − retrained (±0.5)", 0.005, True),
+        ("js_forget", "JS forget (≤ .030)", 0.030, False),
+        ("attack_rate", "attack − retrained (±2)", 0.02, True),
+    ),
+    "classes": (
+        ("forget_acc", "forget, train (≤ 1)", 0.01, False),
+        ("test_class_acc", "class on test (≤ 1)", 0.01, False),
+        ("test_other_acc", "others on test − retrained (±1)", 0.01, True),
+    ),
+}
+
+
+def verdicts(summary: dict, kind: str) -> list[tuple[str, list[str], bool]]:
+    """Each unlearned model's standing on the :data:`TARGETS` of ``kind``: (label, cells, all met).
+
+    Empty without a retrained model (a step of (b) whose gold standard was not retrained).
+    Points are percentage points; a target whose metric is missing counts as not met.
+    """
+    gold = summary.get("retrained")
+    if gold is None:
+        return []
+    rows = []
+    for label in summary["models"]:
+        if label in ("original", "retrained") or label not in summary:
+            continue
+        cells, met = [], True
+        for key, _, tol, relative in TARGETS[kind]:
+            mean = summary[label].get(key, (math.nan,))[0]
+            value = mean - gold.get(key, (math.nan,))[0] if relative else mean
+            ok = abs(value) <= tol + 1e-12 if relative else value <= tol + 1e-12
+            met = met and ok  # NaN compares False: a missing metric fails
+            text = f"{100 * value:+.1f}" if relative else f"{100 * value:.1f}"
+            if key.startswith("js_"):
+                text = f"{value:.4f}"
+            cells.append(f"{text} {'✓' if ok else '✗'}")
+        rows.append((label, cells, met))
+    return rows
+
+
+def targets_table(summary: dict, kind: str, title: str) -> list[str]:
+    """:func:`verdicts` as a markdown table (no lines without a retrained model)."""
+    rows = verdicts(summary, kind)
+    if not rows:
+        return []
+    heads = [head for _, head, _, _ in TARGETS[kind]]
+    lines = [f"**{title}**", "", "| model | " + " | ".join(heads) + " | all |"]
+    lines.append("|---|" + "---:|" * (len(heads) + 1))
+    for label, cells, met in rows:
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'✓' if met else '✗'} |")
+    return lines + [""]
+
+
 def timing_line(summary: dict, epochs: int) -> str:
     t = summary["timing"]
     retrain = t["retrain_s"][0]
@@ -248,6 +306,7 @@ def report(runs: list[dict], args: argparse.Namespace, info: dict) -> tuple[str,
             summaries[scenario] = s
             lines += table(s, COLUMNS[kind], f"{title}; {len(mine)} seed(s)")
             lines += ["", timing_line(s, args.epochs), ""]
+            lines += targets_table(s, kind, f"({scenario}) against issue 7's targets")
             if scenario == "a":
                 lines += reference_table(mine) + [""]
             continue
@@ -277,6 +336,8 @@ def report(runs: list[dict], args: argparse.Namespace, info: dict) -> tuple[str,
                     lines.append(f"| {k} | {label} | " + " | ".join(cells) + f" | {req} |")
             timings.append(f"step {k}: " + timing_line(s, args.epochs))
         lines += [""] + [f"- {t}" for t in timings] + [""]
+        for k, s in summaries["b"].items():
+            lines += targets_table(s, "samples", f"(b) step {k} against issue 7's targets")
     return "\n".join(lines), summaries
 
 
