@@ -280,3 +280,21 @@ def test_compute_bases_refuses_a_non_finite_matrix():
     r[0, 0] = float("nan")
     with pytest.raises(ValueError, match="layer 'conv': the representation matrix has NaN"):
         compute_bases({"ok": random_psd(4, 4), "conv": r}, 0.95)
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_a_layer_with_one_input_feature_gets_its_basis(lean):
+    """d = 1 (a one-feature tabular input, a Linear(1, .)): LAPACK's tridiagonal path needs an
+    off-diagonal, so the full eigh serves it. By the <= gamma rule its one direction (all the
+    energy) is kept only at gamma = 1, which freezes the layer."""
+    r = torch.tensor([[2.5]], dtype=torch.float64)
+    lam, cols = spectrum_columns(r, lambda lam: (0, 1))
+    assert lam.tolist() == [2.5] and cols.abs().tolist() == [[1.0]]
+    retain = {"one": r, "dead": torch.zeros(1, 1, dtype=torch.float64), "b": random_psd(5, 5)}
+    for gamma, k_one in ((0.95, 0), (1.0, 1)):
+        bases, summary = compute_bases(retain, gamma=gamma, lean=lean)
+        k = {s["layer"]: s["k"] for s in summary}
+        assert k["one"] == k_one and k["dead"] == (0 if gamma < 1 else 1)
+        assert {s["layer"]: s["frozen"] for s in summary}["one"] is (gamma == 1.0)
+        stored = {name.removesuffix(".complement"): m for name, m in bases.items()}
+        assert stored["one"].shape[0] == 1 and stored["one"].abs().sum() <= 1.0

@@ -219,6 +219,53 @@ def test_too_large_step_is_halved_not_reported_as_done(memorised):
     assert any(not rec["accepted"] for rec in result.history)
     assert result.stop_reason in {"target_reached", "overshoot"}
     assert result.kept_epoch >= 1
+    # the scale reported is the one the last try ran with
+    assert result.lr_scale == result.history[-1]["scale"]
+
+
+def _scripted(monkeypatch, statuses: list[tuple[str, float]]) -> None:
+    """Make the stopping rule answer ``statuses`` in turn: (status, distance), epoch 0 first."""
+    script = iter(statuses)
+    monkeypatch.setattr(unlearning_module, "_assess", lambda *a, **k: next(script))
+
+
+def _tiny() -> tuple[nn.Module, dict, SampleSet]:
+    torch.manual_seed(0)
+    n = 8
+    data = SampleSet(
+        torch.randn(n, 4), torch.arange(n) % 3, torch.arange(n), torch.zeros(4), torch.ones(4), 3
+    )
+    return nn.Sequential(nn.Linear(4, 3)), {"0": torch.zeros(4, 0)}, data
+
+
+@pytest.mark.parametrize(("statuses", "warned"), [
+    ([("short", 1.0), ("over", 0.5)], True),  # the first epoch jumps the band
+    ([("short", 1.0), ("short", 0.8), ("over", 0.5)], False),  # a later one does
+])  # fmt: skip
+def test_a_first_epoch_that_jumps_the_band_says_the_rate_is_too_high(
+    monkeypatch, caplog, statuses, warned
+):
+    """METHOD section 6: a crossing at the very first epoch means the learning rate is too
+    high, and the run must say so; a crossing later is the rule's ordinary overshoot."""
+    model, bases, data = _tiny()
+    _scripted(monkeypatch, statuses)
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        result = unlearn(model, bases, data, data, UnlearnConfig(epochs=5, step="fixed"))
+    assert result.stop_reason == "overshoot" and result.epochs_run == len(statuses) - 1
+    said = any("learning rate is too high" in r.getMessage() for r in caplog.records)
+    assert said is warned
+
+
+def test_the_reported_scale_is_that_of_the_last_epoch_run(monkeypatch):
+    """Epoch 1 overshoots and is redone at half the step; epoch 2, the last, falls short at
+    its first try, so the loop doubles the scale for a next epoch that never runs:
+    ``lr_scale`` is the scale that last ran (0.5), as the history says."""
+    model, bases, data = _tiny()
+    _scripted(monkeypatch, [("short", 1.0), ("over", 0.5), ("short", 0.8), ("short", 0.7)])
+    result = unlearn(model, bases, data, data, UnlearnConfig(epochs=2))
+    assert result.stop_reason == "budget_exhausted"
+    assert [r["scale"] for r in result.history[1:]] == [1.0, 0.5, 0.5]
+    assert result.lr_scale == 0.5
 
 
 def test_classes_mode_reaches_target_and_holds_guard():
@@ -263,6 +310,48 @@ def test_class_rows_of_the_output_layer_are_the_only_unprojected_update(conv_cas
     conv = result.model.state_dict()["0.weight"] - model.state_dict()["0.weight"]
     conv_m = cgs_basis(bases, "0", 9)
     assert (conv.view(4, -1) @ conv_m).norm() <= 1e-4 * (conv.norm() + 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "in_shape", "kwargs"),
+    [
+        ("mlp", (6,), {}),
+        ("digits_cnn", (1, 8, 8), {}),
+        ("small_vgg", (3, 32, 32), {}),
+        ("all_cnn", (3, 8, 8), {"width": 0.1}),  # ends in a conv: conv9 under a global pool
+        ("resnet18", (3, 16, 16), {}),
+    ],
+)
+def test_the_output_layer_of_every_registry_model_has_one_row_per_logit(name, in_shape, kwargs):
+    """``class_free_rows`` frees the forgotten classes' rows of ``output_layer``: moving row 3
+    there must move logit 3 and no other, for every model the registry builds."""
+    torch.manual_seed(0)
+    model = build_model(name, in_shape, 5, **kwargs).eval()
+    found = unlearning_module.output_layer(model, 5)
+    assert found is not None, name
+    layer = found[1]
+    x = torch.randn(4, *in_shape)
+    with torch.no_grad():
+        before = model(x)
+        layer.weight[3] += 0.5 * torch.randn_like(layer.weight[3])
+        moved = (model(x) - before).abs().amax(dim=0)  # (5,)
+    assert moved[3] > 1e-3 and moved[[0, 1, 2, 4]].max() == 0.0, (name, moved)
+
+
+def test_class_removal_warns_when_no_row_can_be_freed(conv_case, caplog):
+    """A frozen output layer (k = d) cannot have free rows: the run says so instead of
+    silently projecting every row."""
+    model, forget, val, bases = conv_case
+    frozen = {k: v for k, v in bases.items() if not k.startswith("7")}
+    frozen["7"] = torch.eye(16)
+    config = UnlearnConfig(epochs=1, class_target_acc=0.0)
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        unlearn(model, frozen, forget, val, config, forget_classes=[1])
+    assert any("every row is projected" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        unlearn(model, bases, forget, val, config, forget_classes=[1])
+    assert not any("every row is projected" in r.getMessage() for r in caplog.records)
 
 
 def cgs_basis(bases: dict, name: str, d: int) -> torch.Tensor:
@@ -529,6 +618,19 @@ def test_the_target_reads_the_references_validation_metrics(measure, forget, cur
     worse = {**m, "val_acc": 0.785}
     assert _assess(worse, start, ref, False, config)[0] == "over"
     assert _assess(worse, start, ref, False, current)[0] != "over"
+
+
+@pytest.mark.parametrize("forget_acc", [0.89, 0.91])
+def test_a_gap_of_exactly_the_tolerance_is_inside_the_band(forget_acc):
+    """0.90 - 0.89 is 0.010000000000000009 in floats: the band's edge counts as inside, as the
+    guards' and the class target's edges do, on both sides."""
+    from pgu.core.unlearning import _assess
+
+    ref = {"val_acc": 0.90, "val_loss": 0.4, "val_log_loss": -1.0}
+    m = {**ref, "forget_acc": forget_acc}
+    config = UnlearnConfig(sample_measure="accuracy", sample_tolerance=0.01)
+    assert _assess(m, ref, ref, False, config)[0] == "hit"
+    assert _assess({**m, "forget_acc": 2 * forget_acc - 0.9}, ref, ref, False, config)[0] != "hit"
 
 
 def per_sample_losses(model: nn.Module, data: SampleSet) -> torch.Tensor:

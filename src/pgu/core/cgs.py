@@ -235,8 +235,9 @@ def spectrum_columns(
     On this project's CPU, one thread, against the full eigh: digits_cnn's five layers 0.11 s
     instead of 0.15 s, SmallVGG's conv3 (d = 2,304) 1.55 s instead of 3.78 s and its head
     (d = 8,192) 75.5 s instead of 243 s; what remains is mostly the tridiagonal reduction, about
-    the cost of the eigenvalues alone. On other devices, and should LAPACK report a failure, it
-    slices the full :func:`spectrum`.
+    the cost of the eigenvalues alone. On other devices, for d = 1 (LAPACK's tridiagonal
+    routines need an off-diagonal) and should LAPACK report a failure, it slices the full
+    :func:`spectrum`.
 
     Args:
         r: (d, d) symmetric PSD.
@@ -249,7 +250,7 @@ def spectrum_columns(
         orthonormal, spanning what ``spectrum(r)[1][:, start:stop]`` spans (each eigenvector
         of a simple eigenvalue equal up to its sign).
     """
-    if r.device.type == "cpu":
+    if r.device.type == "cpu" and r.shape[0] > 1:
         sym = _symmetric(r, eigh_dtype).contiguous()
         d = sym.shape[0]
         threads = 1 if d <= SINGLE_THREAD_EIGH_MAX_D else torch.get_num_threads()

@@ -63,15 +63,16 @@ all. A request whose start model already breaks a guard stops at once ("guard_at
 only retraining can repair that. ``"current"`` is the loop's earlier rule: the gap reads each
 epoch's own validation metrics, the guards the start model's.
 
-**Forgotten classes' output rows** (classes mode, ``class_free_rows``, default on). The rows
-of the output layer (the last ``nn.Linear`` with one output per class) that belong to the
-forgotten classes are updated without projection; every other row, and every other layer, is
-projected as usual. Projection keeps a layer's response to the retained inputs, but here that
-response is exactly what a retrained model changes: without the class, nothing is ever
-predicted as it. Lowering those logits cannot turn a correct prediction of a retained sample
-(whose label is never a forgotten class) into a wrong one, and it spares the hidden layers
-most of the work (measured on CIFAR-10, README: with projected rows the guard stopped the run
-at 6% forget-class accuracy). The biases stay fixed, as in METHOD.md section 5.
+**Forgotten classes' output rows** (classes mode, ``class_free_rows``, default on). The rows of
+the output layer (:func:`output_layer`: the last ``nn.Linear`` with one output per class, or a
+final conv with one output channel per class) that belong to the forgotten classes are updated
+without projection; every other row, and every other layer, is projected as usual. Projection
+keeps a layer's response to the retained inputs, but here that response is exactly what a
+retrained model changes: without the class, nothing is ever predicted as it. Lowering those
+logits cannot turn a correct prediction of a retained sample (whose label is never a forgotten
+class) into a wrong one, and it spares the hidden layers most of the work (measured on CIFAR-10,
+README: with projected rows the guard stopped the run at 6% forget-class accuracy). The biases
+stay fixed, as in METHOD.md section 5.
 
 **Sample loss** (samples mode, ``sample_loss``). ``"pgu"`` (default) minimises METHOD's
 ``unlearning_loss``, which raises every forget sample's loss alike: at the forget accuracy of a
@@ -130,7 +131,8 @@ LOSS_FLOOR = 1e-12
 # predicted with float32 certainty has a loss of exactly 0.
 LOG_LOSS_FLOOR = 1e-8
 
-# Slack on accuracy comparisons, so that e.g. 0.01 computed as 0.010000000000000002 counts.
+# Slack on the stopping rule's comparisons (accuracies, the samples band), so that e.g. 0.01
+# computed as 0.010000000000000002 counts.
 ACC_SLACK = 1e-12
 
 # Evaluation runs without gradients, so it can use larger batches than the updates.
@@ -265,8 +267,8 @@ class UnlearnResult:
         epochs_run: epochs run (tries undone by a backtrack not counted). The last one counts
             even when the rule then keeps the epoch before it: ``kept_epoch`` says which.
         kept_epoch: the epoch whose weights ``model`` holds; 0 is the original.
-        lr_scale: the calibration scale s of the last epoch run (1.0 unless an overshoot
-            halved it).
+        lr_scale: the calibration scale s of the last epoch try run (1.0 unless an
+            overshoot halved it, or no epoch ran).
     """
 
     model: nn.Module
@@ -376,7 +378,7 @@ def _assess(
             gap = m["forget_log_loss"] - held_out["val_log_loss"]
         else:
             gap = held_out["val_acc"] - m["forget_acc"]
-        tol = config.sample_tolerance
+        tol = config.sample_tolerance + ACC_SLACK
         return ("short" if gap < -tol else "over" if gap > tol else "hit"), abs(gap)
     if base["other_val_acc"] - m["other_val_acc"] > config.class_guard_drop + ACC_SLACK:
         return "over", math.inf
@@ -621,12 +623,23 @@ def descent_epoch(
     return total.item() / len(forget)
 
 
-def output_layer(model: nn.Module, num_classes: int) -> tuple[str, nn.Linear] | None:
-    """The last tracked ``nn.Linear`` with ``num_classes`` outputs: (name, layer), or None."""
+def output_layer(model: nn.Module, num_classes: int) -> tuple[str, nn.Module] | None:
+    """The layer whose weight rows are the classes' logits: (name, layer), or None.
+
+    The last tracked ``nn.Linear`` with ``num_classes`` outputs; without one, the last tracked
+    layer itself where it is an ``nn.Conv2d`` with ``num_classes`` output channels (an
+    all-convolutional head under global pooling, as ``all_cnn``'s conv9: output channel c
+    reaches logit c only).
+    """
+    layers = tracked_layers(model)
     found = None
-    for name, layer in tracked_layers(model).items():
+    for name, layer in layers.items():
         if isinstance(layer, nn.Linear) and layer.out_features == num_classes:
             found = (name, layer)
+    if found is None and layers:
+        name, last = list(layers.items())[-1]
+        if isinstance(last, nn.Conv2d) and last.out_channels == num_classes:
+            found = (name, last)
     return found
 
 
@@ -709,6 +722,14 @@ def unlearn(
             rows = torch.tensor(sorted(set(classes)), dtype=torch.long, device=device)
             free_rows = (head[1].weight, rows)
             logger.info("classes %s: rows of %s updated without projection", classes, head[0])
+        else:
+            logger.warning(
+                "class_free_rows: %s, so every row is projected (class removal may then "
+                "stop at the guard before the class is forgotten)",
+                "no output layer with one row per class"
+                if head is None
+                else f"the output layer {head[0]!r} is not updated (frozen, or no basis)",
+            )
     history: list[dict] = []
 
     def snapshot() -> list[Tensor]:
@@ -740,7 +761,7 @@ def unlearn(
             kept,
             note,
         )
-        return UnlearnResult(model, history, reason, run, kept, scale)
+        return UnlearnResult(model, history, reason, run, kept, ran_scale)
 
     start = evaluate_sets(model, forget, val, classes, device)
     # the validation metrics the target and the guards read (validation_metrics' keys)
@@ -773,7 +794,7 @@ def unlearn(
         else "start model",
         _fmt(ref),
     )
-    scale = 1.0
+    scale = ran_scale = 1.0  # the scale of the next try; of the last try run
     if not params:
         return finish("no_trainable_layers", 0, [], 0)
     if status == "hit":
@@ -820,6 +841,7 @@ def unlearn(
                 free_rows,
                 captured,
             )
+            ran_scale = scale
             m = evaluate_sets(model, forget, val, classes, device)
             status, dist = _assess(m, start, ref, classes is not None, config)
             redo = (
@@ -863,6 +885,14 @@ def unlearn(
             # was jumped, keep the closer side (ties to the later epoch, which did forget)
             kept = prev if classes is not None or math.isinf(dist) or dist > prev[2] else here
             guard = classes is not None or math.isinf(dist)
+            if e == 0 and not guard:  # METHOD section 6: a first-epoch crossing, said clearly
+                logger.warning(
+                    "the FIRST epoch already jumped the target band (lr %.4g, %d halvings): "
+                    "the learning rate is too high for this request; lower "
+                    "unlearn.config.lr_start, or allow more max_backtracks",
+                    eta * ran_scale,
+                    backtracks,
+                )
             return finish("guard" if guard else "overshoot", kept[0], kept[1], e + 1)
         prev = here
         if dist <= best[2]:
