@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,9 @@ CIFAR10_CLASSES = [
 # fixture writers
 
 
-def _dump(path: Path, entry: object) -> None:
+def _dump(path: Path, entry: object, protocol: int | None = None) -> None:
     with path.open("wb") as f:
-        pickle.dump(entry, f)
+        pickle.dump(entry, f, protocol=protocol)
 
 
 def _cifar_rows(n: int, offset: int) -> np.ndarray:
@@ -42,16 +44,24 @@ def _cifar_rows(n: int, offset: int) -> np.ndarray:
     return data
 
 
-def _write_cifar10(root: Path, rows_per_batch: int = 3, subdir: str = "cifar-10-batches-py"):
+def _write_cifar10(
+    root: Path,
+    rows_per_batch: int = 3,
+    subdir: str = "cifar-10-batches-py",
+    protocol: int | None = None,
+):
     folder = root / subdir
     folder.mkdir(parents=True)
-    _dump(folder / "batches.meta", {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 3})
+    # A numpy scalar too, so the pickles name every numpy global a batch may use.
+    meta = {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": np.int64(rows_per_batch)}
+    _dump(folder / "batches.meta", meta, protocol)
     offset = 0
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         labels = [(offset + i) % 10 for i in range(rows_per_batch)]
         _dump(
             folder / name,
             {"data": _cifar_rows(rows_per_batch, offset), "labels": labels, "batch_label": name},
+            protocol,
         )
         offset += rows_per_batch
     return folder
@@ -207,6 +217,60 @@ def test_cifar10_batch_wrong_shape(tmp_path: Path) -> None:
         load_source("cifar10", root=tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("protocol", "legacy_names"),
+    [(0, False), (2, False), (2, True), (pickle.HIGHEST_PROTOCOL, False)],
+    ids=["protocol-0", "protocol-2", "protocol-2-numpy.core", "protocol-highest"],
+)
+def test_cifar10_pickle_protocols_load_the_same_arrays(
+    tmp_path: Path, protocol: int, legacy_names: bool
+) -> None:
+    """The restricted unpickler still reads every protocol CIFAR files come in, including the
+    numpy.core names of the official (Python 2, numpy 1.x) batches."""
+    _write_cifar10(tmp_path / "reference")
+    expected = load_source("cifar10", root=tmp_path / "reference")
+    folder = _write_cifar10(tmp_path / "written", protocol=protocol)
+    if legacy_names:
+        for file in folder.iterdir():
+            # Protocol 2 names globals as text lines, so this rewrite keeps the pickle valid.
+            file.write_bytes(file.read_bytes().replace(b"numpy._core.", b"numpy.core."))
+    batch = (folder / "data_batch_1").read_bytes()
+    if legacy_names:
+        assert b"numpy.core.multiarray\n_reconstruct" in batch
+    if protocol == pickle.HIGHEST_PROTOCOL:
+        assert b"_frombuffer" in batch
+
+    raw = load_source("cifar10", root=tmp_path / "written")
+    np.testing.assert_array_equal(raw.x, expected.x)
+    np.testing.assert_array_equal(raw.y, expected.y)
+    assert raw.classes == expected.classes == CIFAR10_CLASSES
+    assert raw.x[:, 0, 0, 0].tolist() == list(range(18))
+
+
+class _RunsAShellCommand:
+    """Unpickling this with a plain pickle.load runs ``command``."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+def test_cifar10_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    folder = _write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    payload = _RunsAShellCommand(f"touch {shlex.quote(str(marker))}")
+    _dump(folder / "batches.meta", {"label_names": CIFAR10_CLASSES, "x": payload})
+    with pytest.raises(
+        DataSourceError,
+        match=r"Corrupt CIFAR-10 file .*batches\.meta: cannot unpickle it "
+        r"\(refused global \w+\.system: .*kriz/cifar\.html",
+    ):
+        load_source("cifar10", root=tmp_path)
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # image_folder
 
@@ -326,6 +390,50 @@ def test_image_folder_corrupt_image(tmp_path: Path) -> None:
         load_source("image_folder", root=tmp_path, path="pets")
 
 
+def _write_16bit(path: Path, value: int, size: tuple[int, int] = (8, 8)) -> None:
+    """Write a solid 16-bit grayscale image: a .png opens as "I;16", a .ppm as "I"."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if path.suffix == ".png" else np.int32
+    Image.fromarray(np.full(size, value, dtype=dtype)).save(path)
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3)])
+def test_image_folder_16bit_images_are_rescaled_not_clipped(
+    tmp_path: Path, mode: str, channels: int
+) -> None:
+    folder = tmp_path / "scans"
+    for name, value in (("bright", 60000), ("dark", 1000)):
+        _write_16bit(folder / name / "0.png", value)
+        _write_16bit(folder / name / "1.ppm", value)
+    with Image.open(folder / "dark" / "0.png") as png, Image.open(folder / "dark" / "1.ppm") as ppm:
+        assert png.mode in ("I;16", "I") and ppm.mode == "I"  # the modes convert() clips
+    raw = load_source("image_folder", root=tmp_path, path="scans", mode=mode)
+    assert raw.keys == ["bright/0.png", "bright/1.ppm", "dark/0.png", "dark/1.ppm"]
+    assert raw.x.shape == (4, channels, 8, 8) and raw.x.dtype == np.uint8
+    # value / 257, rounded: 60000 -> 233, 1000 -> 4 (not 255 for both).
+    expected = np.array([233, 233, 4, 4], dtype=np.uint8)[:, None, None, None]
+    np.testing.assert_array_equal(raw.x, np.broadcast_to(expected, raw.x.shape))
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "fmt", "problem"),
+    [
+        ("f.ppm", np.full((8, 8), 0.5, np.float32), "PPM", r"mode 'F' \(floating-point pixels\)"),
+        # Pillow picks the decoder by content: a 32-bit TIFF saved as .png opens as mode "I".
+        ("wide.png", np.full((8, 8), 70000, np.int32), "TIFF", r"mode 'I' \(values 70000\.\.70000"),
+    ],
+)
+def test_image_folder_unsupported_image_mode_names_the_file(
+    tmp_path: Path, name: str, array: np.ndarray, fmt: str, problem: str
+) -> None:
+    _write_flat_folder(tmp_path / "pets")
+    Image.fromarray(array).save(tmp_path / "pets" / "bee" / name, format=fmt)
+    with pytest.raises(DataSourceError, match=rf"image .*bee/{name}: {problem}") as info:
+        load_source("image_folder", root=tmp_path, path="pets", mode="L")
+    assert "Convert the images to 8-bit" in str(info.value)
+    assert "corrupt" not in str(info.value)  # not wrapped in the unreadable-file message
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 4])
 def test_decode_images_chunks_keep_order_and_name_the_bad_file(tmp_path: Path, chunk: int) -> None:
     """Chunked decoding gives the one-by-one result in file order, for any chunk size, and a
@@ -396,6 +504,23 @@ def test_csv_empty(tmp_path: Path) -> None:
     (tmp_path / "header.csv").write_text("f1,label\n")
     with pytest.raises(DataSourceError, match=r"header\.csv is empty"):
         load_source("csv", root=tmp_path, path="header.csv")
+
+
+def test_csv_float32_overflow_names_the_column(tmp_path: Path) -> None:
+    """A value finite in float64 but not in float32 (1e39) is named, not reported as []."""
+    (tmp_path / "big.csv").write_text("a,b,label\n1,-1e39,0\n2,3,1\n")
+    with pytest.raises(
+        DataSourceError,
+        match=r"big\.csv has values beyond float32's range .* in feature column\(s\) \['b'\]",
+    ):
+        load_source("csv", root=tmp_path, path="big.csv")
+    (tmp_path / "both.csv").write_text("a,b,c,label\n1,1e39,,0\n2,3,inf,1\n")
+    with pytest.raises(
+        DataSourceError,
+        match=r"missing or infinite values in feature column\(s\) \['c'\] and values beyond "
+        r"float32's range .* in feature column\(s\) \['b'\]; rescale them",
+    ):
+        load_source("csv", root=tmp_path, path="both.csv")
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ expected, where it was looked for, and how to get it.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import math
 import os
@@ -42,6 +43,8 @@ SOURCES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "image_folder", "cs
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 IMAGE_MODES: tuple[str, ...] = ("RGB", "L")
+# Pillow's modes for 16-bit images, which convert() would clip to 255 (all white).
+_IMAGE_16BIT_MODES: tuple[str, ...] = ("I;16", "I;16B", "I;16L", "I;16N")
 ORIGINS: tuple[str, ...] = ("train", "test")
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -235,9 +238,10 @@ def _load_cifar(root: Path, layout: _CifarLayout, subdir: str | None) -> RawData
 
     This is the layout torchvision uses (``<root>/cifar-10-batches-py/data_batch_1`` ...), but
     the batches are read here directly rather than through ``torchvision.datasets``, which
-    insists on the official md5 sums. The files are Python pickles, the format's only form:
-    unpickling runs code chosen by whoever wrote the file, so they must come from a trusted
-    source (the official archive).
+    insists on the official md5 sums. The files are Python pickles, the format's only form; a
+    plain unpickler runs code chosen by whoever wrote the file, so they are read with
+    :class:`_CifarUnpickler`, which builds only the dicts, lists, strings, numbers and numpy
+    arrays a batch holds and refuses any other object.
 
     Train batches get origin ``"train"``, test batches ``"test"``; keys are
     ``"<source>/<batch file>/<row in batch>"``.
@@ -284,11 +288,47 @@ def _load_cifar(root: Path, layout: _CifarLayout, subdir: str | None) -> RawData
     )
 
 
+# The globals a CIFAR pickle may name, each mapped to the (module, name) it is imported from:
+# the file's own module string is never imported. The official batches were pickled by Python 2
+# with numpy 1.x (numpy.core, which numpy 2 renamed numpy._core); pickles written by Python 3
+# add _frombuffer (protocol 5) and _codecs.encode (bytes at protocol 2 and below).
+_CIFAR_PICKLE_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that can build only what a CIFAR file holds.
+
+    Dicts, lists, strings and numbers need no globals; numpy arrays need the few in
+    :data:`_CIFAR_PICKLE_GLOBALS`. Any other global (``os.system`` in a crafted file) is refused
+    before it is imported, so loading a file cannot run code chosen by its author.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = _CIFAR_PICKLE_GLOBALS.get((module, name))
+        if target is None:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR file holds only dicts, lists, strings, "
+                "numbers and numpy arrays"
+            )
+        return getattr(importlib.import_module(target[0]), target[1])
+
+
 def _read_pickle(path: Path, layout: _CifarLayout, root: Path) -> dict[str, Any]:
-    """Unpickle one CIFAR file (trusted source only) into a dict with str keys."""
+    """Unpickle one CIFAR file, refusing anything but plain data, into a dict with str keys."""
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            # latin1 turns Python 2 strings (names, numpy's raw array bytes) into str losslessly.
+            entry = _CifarUnpickler(f, encoding="latin1").load()
     except Exception as exc:  # unpickling can fail in many ways; all mean "corrupt file"
         raise DataSourceError(
             f"Corrupt {layout.title} file {path}: cannot unpickle it ({exc}). "
@@ -506,10 +546,12 @@ def _decode_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.nda
     """Decode one image into (C, H, W) uint8."""
     try:
         with Image.open(file) as opened:
-            image = opened.convert(mode)
+            image = _to_8bit(opened, file).convert(mode)
             if size is not None and (image.height, image.width) != size:
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)  # (H, W, C) or (H, W)
+    except DataSourceError:
+        raise  # already names the file and the fix; the image is not corrupt
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataSourceError(
             f"Cannot read image {file}: {exc}. Replace or delete the corrupt file."
@@ -517,6 +559,30 @@ def _decode_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.nda
     if array.ndim == 2:
         return array[None, :, :]  # (1, H, W)
     return np.ascontiguousarray(array.transpose(2, 0, 1))  # (C, H, W)
+
+
+def _to_8bit(image: Image.Image, file: Path) -> Image.Image:
+    """Rescale a 16-bit grayscale image to 8 bits ("L"); return other images unchanged.
+
+    Pillow's convert() clips 16- and 32-bit integer pixels to 255 instead of rescaling them.
+    Mode "I" is how some Pillow versions open 16-bit PNGs (and 16-bit PPMs), so it is rescaled
+    too when its values fit 16 bits; wider or floating-point pixels have no agreed 8-bit scale.
+    """
+    if image.mode not in (*_IMAGE_16BIT_MODES, "I", "F"):
+        return image
+    values = np.asarray(image)  # (H, W)
+    if image.mode == "F" or (values.size > 0 and (values.min() < 0 or values.max() > 65535)):
+        kind = (
+            "floating-point pixels"
+            if image.mode == "F"
+            else f"values {values.min()}..{values.max()}, beyond 16 bits"
+        )
+        raise DataSourceError(
+            f"Cannot read image {file}: mode {image.mode!r} ({kind}) has no standard 8-bit "
+            "scale. Convert the images to 8-bit (e.g. 8-bit PNG or JPEG) first."
+        )
+    scaled = (values.astype(np.int64) + 128) // 257  # (H, W): value / 257, rounded
+    return Image.fromarray(scaled.astype(np.uint8))  # mode "L"
 
 
 def _decode_images(
@@ -635,12 +701,25 @@ def _load_csv(
             f"CSV file {file} has non-numeric feature column(s) {non_numeric}: every feature "
             "must be a number; drop them or list the numeric ones in option feature_columns."
         )
-    values = table[features].to_numpy(dtype=np.float32)  # (N, F)
-    if not np.isfinite(values).all():
-        bad = [c for c in features if not np.isfinite(table[c].to_numpy(dtype=float)).all()]
-        raise DataSourceError(
-            f"CSV file {file} has missing or infinite values in feature column(s) {bad}."
-        )
+    with np.errstate(over="ignore"):  # an overflow is reported below, with its column
+        values = table[features].to_numpy(dtype=np.float32)  # (N, F)
+    finite = np.isfinite(values)  # (N, F)
+    if not finite.all():
+        # Judge the float32 values, not the table's float64: a number beyond float32's range
+        # (1e39) is finite in the table but infinite once cast.
+        source_finite = np.isfinite(table[features].to_numpy(dtype=np.float64))  # (N, F)
+        overflows = source_finite & ~finite  # (N, F)
+        missing = [c for c, ok in zip(features, source_finite.all(axis=0), strict=True) if not ok]
+        overflow = [c for c, bad in zip(features, overflows.any(axis=0), strict=True) if bad]
+        problems = []
+        if missing:
+            problems.append(f"missing or infinite values in feature column(s) {missing}")
+        if overflow:
+            problems.append(
+                f"values beyond float32's range (|x| > {np.finfo(np.float32).max:.4g}) in "
+                f"feature column(s) {overflow}; rescale them"
+            )
+        raise DataSourceError(f"CSV file {file} has {' and '.join(problems)}.")
 
     y, classes = _encode_labels(table[label_column], file, label_column)
     n = len(table)
