@@ -1,6 +1,7 @@
 """pgu-admin: filing requests from the command line and purging superseded states."""
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 
@@ -30,16 +31,18 @@ def _process(states, ledger, rids):
         previous, handed = name, out
 
 
-def _index(tmp_path):
+def _index(tmp_path, n=20, name="index.csv"):
+    """A sample index of ``n`` samples, two classes; the last 4 are val and test."""
     index = pd.DataFrame(
         {
-            "sample_id": range(20),
-            "key": [f"k{i}" for i in range(20)],
-            "label": [i % 2 for i in range(20)],
-            "split": ["train"] * 16 + ["val"] * 2 + ["test"] * 2,
+            "sample_id": range(n),
+            "key": [f"k{i}" for i in range(n)],
+            "label": [i % 2 for i in range(n)],
+            "split": ["train"] * (n - 4) + ["val"] * 2 + ["test"] * 2,
         }
     )
-    path = tmp_path / "index.csv"
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     index.to_csv(path, index=False)
     return path
 
@@ -177,6 +180,13 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
     assert main(["file-request", "--ids", "1", *common]) == 0
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("2\n3x\n")
+    binary = tmp_path / "ids.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    no_label = tmp_path / "no_label.csv"
+    pd.read_csv(index).drop(columns="label").to_csv(no_label, index=False)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header_only.csv").write_text("sample_id,key,label,split\n")
+    rebuild = "rebuild it with `kedro run --env <env> --pipeline data`, or restore it with `dvc"
     cases = [
         (["--ids", "abc"], "--ids: 'abc' is not an integer"),
         (["--ids", "1.5"], "--ids: '1.5' is not an integer"),
@@ -187,6 +197,13 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
         (["--ids", "2", "--id", "original"], "'original' is reserved"),
         (["--ids", "2", "--index", str(tmp_path / "typo.csv")], "typo.csv not found; run"),
         (["--ids", "2", "--requests", str(tmp_path / "no/deletion_requests")], "does not exist"),
+        (["--ids-file", str(binary)], f"--ids-file {binary} is not a text file; it should hold"),
+        (["--random-fraction", "nan"], "--random-fraction nan is not a finite number"),
+        (["--random-fraction", "inf"], "--random-fraction inf is not a finite number"),
+        (["--ids", "2", "--index", str(no_label)], f"{no_label} lacks the column(s) ['label']; "),
+        (["--ids", "2", "--index", str(no_label)], rebuild),
+        (["--ids", "2", "--index", str(tmp_path / "empty.csv")], "empty.csv is not a CSV table"),
+        (["--ids", "2", "--index", str(tmp_path / "header_only.csv")], "has no rows; rebuild"),
     ]
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for args, message in cases:
@@ -234,3 +251,29 @@ def test_purge_refuses_states_without_a_ledger_and_a_missing_states_folder(tmp_p
     ledger.write_bytes(b"")
     assert main(args) == 2
     assert "is empty (not even its header)" in capsys.readouterr().err
+
+
+def test_a_queue_is_checked_against_the_index_of_its_own_environment(tmp_path, monkeypatch, capsys):
+    """conf/cifar10 keeps its index and queue in cifar10/ subfolders of the data layers."""
+    monkeypatch.chdir(tmp_path)
+    _index(tmp_path, name="data/02_intermediate/sample_index.csv")  # conf/base: 20 samples
+    cifar_index = _index(tmp_path, n=6000, name="data/02_intermediate/cifar10/sample_index.csv")
+    base = Path("data/01_raw/deletion_requests")
+    cifar = Path("data/01_raw/cifar10/deletion_requests")
+    base.mkdir(parents=True)
+    cifar.mkdir(parents=True)
+    assert main(["file-request", "--ids", "5000"]) == 2
+    assert "unknown sample ids [5000]" in capsys.readouterr().err
+    assert main(["file-request", "--ids", "5000", "--requests", str(cifar)]) == 0
+    assert main(["file-request", "--ids", "5000", "--requests", str(cifar)]) == 2
+    assert "already forgotten" in capsys.readouterr().err  # cifar10's queue, cifar10's index
+    assert main(["file-request", "--ids", "12"]) == 0
+    assert [r.sample_ids for r in load_requests(cifar)] == [(5000,)]
+    assert [r.sample_ids for r in load_requests(base)] == [(12,)]
+    other = tmp_path / "queue"  # not laid out as in the catalog: its index must be named
+    other.mkdir()
+    assert main(["file-request", "--ids", "5000", "--requests", str(other)]) == 2
+    assert "cannot tell which sample index belongs to --requests" in capsys.readouterr().err
+    assert list(other.iterdir()) == []
+    args = ["--ids", "5000", "--requests", str(other), "--index", str(cifar_index)]
+    assert main(["file-request", *args]) == 0

@@ -10,13 +10,17 @@ Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the
 ``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
 against the sample index (which must exist) and the requests already queued first: a request
 cannot be edited once filed, so a bad one is refused before it is written. ``--ids``,
-``--ids-file`` and ``--classes`` may be repeated; their values add up.
+``--ids-file`` and ``--classes`` may be repeated; their values add up. Another environment's
+queue is checked against that environment's index, found beside it like its ledger::
+
+    pgu-admin file-request --ids 5000 --requests data/01_raw/cifar10/deletion_requests
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -34,7 +38,37 @@ from pgu.core.requests import (
 from pgu.core.retention import purge_superseded
 
 REQUESTS = "data/01_raw/deletion_requests"
-INDEX = "data/02_intermediate/sample_index.csv"
+INDEX_COLUMNS = ("sample_id", "label", "split")
+
+
+def _default_index(folder: str | Path) -> Path | None:
+    """The sample index of a requests folder laid out as in the catalog, else None.
+
+    ``<root>/01_raw/<sub>/deletion_requests`` -> ``<root>/02_intermediate/<sub>/sample_index.csv``
+    (``<sub>`` is empty in conf/base and ``cifar10`` in conf/cifar10), the way
+    :func:`pgu.core.requests.default_ledger` finds the ledger.
+    """
+    parts = Path(folder).parts
+    if not parts or parts[-1] != "deletion_requests" or "01_raw" not in parts:
+        return None
+    raw = len(parts) - 1 - parts[::-1].index("01_raw")
+    return Path(*parts[:raw], "02_intermediate", *parts[raw + 1 : -1], "sample_index.csv")
+
+
+def _read_index(path: Path, env: str) -> pd.DataFrame:
+    """The sample index table, or a RequestError naming the file, what is wrong and the fix."""
+    fix = f"rebuild it with `kedro run{env} --pipeline data`, or restore it with `dvc checkout`"
+    try:
+        index = pd.read_csv(path)
+    except ValueError as exc:  # empty, binary, malformed CSV
+        reason = str(exc).strip()
+        raise RequestError(f"sample index {path} is not a CSV table ({reason}); {fix}") from exc
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise RequestError(f"sample index {path} lacks the column(s) {missing}; {fix}")
+    if index.empty:
+        raise RequestError(f"sample index {path} has no rows; {fix}")
+    return index
 
 
 def _already_requested(folder: str, index: pd.DataFrame) -> np.ndarray:
@@ -57,20 +91,39 @@ def _ints(text: str, source: str) -> list[int]:
 
 
 def _file(args: argparse.Namespace) -> Path:
-    if not Path(args.index).is_file():  # without it nothing could be checked before filing
+    env = "" if Path(args.requests) == Path(REQUESTS) else " --env <env>"
+    path = _default_index(args.requests) if args.index is None else Path(args.index)
+    if path is None:
         raise RequestError(
-            f"sample index {args.index} not found; run `kedro run --pipeline data` first (from "
+            f"cannot tell which sample index belongs to --requests {args.requests} (not a "
+            "<root>/01_raw/<sub>/deletion_requests folder); pass --index"
+        )
+    if not path.is_file():  # without it nothing could be checked before filing
+        raise RequestError(
+            f"sample index {path} not found; run `kedro run{env} --pipeline data` first (from "
             "the project root), or pass --index"
         )
+    index = _read_index(path, env)
     ids: list[int] = []
     for text in args.ids or []:
         ids += _ints(text, "--ids")
     for name in args.ids_file or []:
         if not Path(name).is_file():
             raise RequestError(f"--ids-file {name} not found")
-        ids += _ints(Path(name).read_text(), f"--ids-file {name}")
+        try:
+            text = Path(name).read_text()
+        except UnicodeDecodeError:
+            raise RequestError(
+                f"--ids-file {name} is not a text file; it should hold sample ids as decimal "
+                "numbers separated by spaces, commas or lines"
+            ) from None
+        ids += _ints(text, f"--ids-file {name}")
     if args.random_fraction is not None:
-        index = pd.read_csv(args.index)
+        if not math.isfinite(args.random_fraction):
+            raise RequestError(
+                f"--random-fraction {args.random_fraction} is not a finite number; give the "
+                "share of the train split to forget, e.g. 0.1"
+            )
         train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
         pool = np.setdiff1d(train, _already_requested(args.requests, index))
         n = round(args.random_fraction * len(train))
@@ -82,7 +135,6 @@ def _file(args: argparse.Namespace) -> Path:
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
     classes = [c for text in args.classes or [] for c in _ints(text, "--classes")]
     if ids or classes:
-        index = pd.read_csv(args.index)
         new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
         num_classes = int(index["label"].max()) + 1
         resolve(new, index, _already_requested(args.requests, index), num_classes)
@@ -120,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     f.add_argument("--id", help="request id (default req-NNNN)")
     f.add_argument("--requests", default=REQUESTS, help="request folder")
-    f.add_argument("--index", default=INDEX, help="sample index table")
+    f.add_argument(
+        "--index",
+        help="sample index table (default: the one beside --requests, "
+        "data/02_intermediate/sample_index.csv for data/01_raw/deletion_requests)",
+    )
     f.add_argument(
         "--ledger",
         help="ledger whose ids are never reused (default: the one beside --requests, "

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 from pgu.core.checkpoint import (
     CheckpointError,
@@ -68,3 +69,30 @@ def test_loaded_tensors_come_back_in_sorted_order():
     data = tensors_to_bytes({n: torch.zeros(1) for n in names})
     for _ in range(5):  # the underlying order varies between processes, ours must not
         assert list(tensors_from_bytes(data)[0]) == sorted(names)
+
+
+def test_hand_crafted_model_headers_give_clear_errors():
+    """Each names the file, the problem and the fix, and none builds (or allocates) the model."""
+    weights, spec = _model().state_dict(), model_spec("digits_cnn", (1, 8, 8), 10)
+
+    def header(**change):
+        return tensors_to_bytes(weights, {"kind": "model", "spec": {**spec, **change}})
+
+    no_kwargs = {k: v for k, v in spec.items() if k != "kwargs"}
+    cases = [
+        (st_save(dict(weights), metadata={"pgu": "{not json"}), "'pgu' header entry"),
+        (st_save(dict(weights), metadata={"pgu": "[1]"}), "is not a JSON object"),
+        (header(name="nope"), "unknown model 'nope'"),
+        (tensors_to_bytes(weights, {"kind": "model", "spec": no_kwargs}), "no 'kwargs' entry"),
+        (header(kwargs={"width": 2}), "unknown options ['width']"),
+        (header(in_shape=[1, 1e9, 1e9]), "'in_shape': [1, 1000000000.0, 1000000000.0]"),
+        (header(in_shape=[1e30, 8, 8]), "'in_shape': [1e+30, 8, 8]"),
+        (header(in_shape=[1, 1e5, 1e5]), "fc1.weight: [256, 512] stored, [256, 80000000000] exp"),
+        (header(num_classes=11), "does not match architecture digits_cnn"),
+    ]
+    for data, message in cases:
+        with pytest.raises(CheckpointError) as info:
+            model_from_bytes(data, "m.safetensors")
+        text = str(info.value)
+        assert text.startswith("m.safetensors") and message in text, text
+        assert "`dvc checkout`" in text and "\n" not in text, text

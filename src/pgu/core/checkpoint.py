@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -26,6 +27,7 @@ from pgu.core.models import build_model
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 META_KEY = "pgu"  # one header key holding sorted JSON: header bytes do not depend on dict order
+_FIX = "restore it with `dvc checkout`, or delete it and rerun the pipeline that writes it"
 
 
 class CheckpointError(ValueError):
@@ -86,7 +88,16 @@ def tensors_from_bytes(data: bytes, what: str = "tensor file") -> tuple[dict[str
         header = json.loads(data[8 : 8 + n])
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{what} is not a valid safetensors file ({exc})") from exc
-    meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
+    text = (header.get("__metadata__") or {}).get(META_KEY, "{}")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{what}: its {META_KEY!r} header entry {text[:60]!r} is not a JSON object, so pgu "
+            f"did not write it; {_FIX}"
+        )
     # safetensors hands tensors back in an order that varies between processes; sort them so
     # everything derived from the iteration order (reports, metadata, bytes) is reproducible.
     return {name: tensors[name] for name in sorted(tensors)}, meta
@@ -138,17 +149,39 @@ def model_to_bytes(model: nn.Module) -> bytes:
 
 
 def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
-    """Rebuild a model from bytes written by :func:`model_to_bytes`; eval mode, CPU."""
+    """Rebuild a model from bytes written by :func:`model_to_bytes`; eval mode, CPU.
+
+    The header's spec is checked against the stored weights before any memory is allocated, so
+    a spec that cannot be built or does not fit them raises a CheckpointError naming the file.
+    """
     tensors, meta = tensors_from_bytes(data, what)
     if meta.get("kind") != "model" or "spec" not in meta:
         raise CheckpointError(f"{what} holds tensors but no model spec; it is not a pgu model file")
-    model = build_from_spec(meta["spec"])
+    spec = meta["spec"]
     try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
+        with torch.device("meta"):  # shapes without memory: a forged in_shape cannot allocate
+            skeleton = build_from_spec(spec)
+    except KeyError as exc:
+        raise CheckpointError(f"{what}: its model spec has no {exc} entry; {_FIX}") from exc
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).partition("\n")[0]  # torch may append a C++ stack
         raise CheckpointError(
-            f"{what} does not match architecture {meta['spec']['name']}: {exc}"
+            f"{what}: its model spec {spec} is invalid ({reason}); {_FIX}"
         ) from exc
+    expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: list(v.shape) for k, v in tensors.items()}
+    wrong = [
+        f"{k}: {stored.get(k, 'absent')} stored, {expected.get(k, 'absent')} expected"
+        for k in sorted(expected.keys() | stored.keys())
+        if stored.get(k) != expected.get(k)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{what} does not match architecture {spec['name']} with in_shape "
+            f"{spec['in_shape']} ({len(wrong)} tensors differ: {'; '.join(wrong[:3])}); {_FIX}"
+        )
+    model = build_from_spec(spec)
+    model.load_state_dict(tensors, strict=True)
     return model.eval()
 
 
