@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pgu.core.data import SampleSet, normalisation_stats, split_ids, split_set
+from pgu.core.data import (
+    SampleSet,
+    data_fingerprint,
+    excluded_train_ids,
+    normalisation_stats,
+    split_ids,
+    split_set,
+)
 
 
 def _images(n: int = 12) -> SampleSet:
@@ -89,3 +96,37 @@ def test_split_set_selects_by_sample_index():
     assert split_set(s, index, "val").sample_id.tolist() == [101, 105]
     with pytest.raises(ValueError, match="unknown split"):
         split_ids(index, "holdout")
+
+
+def _index(n: int = 12, seed: int = 0) -> pd.DataFrame:
+    splits = np.array(["train"] * 8 + ["val"] * 2 + ["test"] * 2)[:n]
+    order = np.random.default_rng(seed).permutation(n) if seed else np.arange(n)
+    return pd.DataFrame({"sample_id": np.arange(100, 100 + n), "split": splits[order]})
+
+
+def test_the_data_fingerprint_follows_the_data_and_the_split_not_the_row_order():
+    s, index = _images(), _index()
+    base = data_fingerprint(s.to_tensors(), index)
+    assert data_fingerprint(s.to_tensors(), index.iloc[::-1]) == base  # the same table
+    assert data_fingerprint(_images().to_tensors(), index.copy()) == base  # rebuilt alike
+    assert data_fingerprint(s.to_tensors(), _index(seed=1)) != base  # another split
+    other = s.to_tensors()
+    other["x"] = other["x"].clone()
+    other["x"][0, 0, 0, 0] ^= 1  # one bit of one pixel
+    assert data_fingerprint(other, index) != base
+    moved = dict(s.to_tensors(), mean=s.mean + 1e-6)  # other normalisation statistics
+    assert data_fingerprint(moved, index) != base
+
+
+def test_excluded_ids_must_be_training_samples_named_once():
+    index = _index()
+    assert excluded_train_ids(index, [105, 101]).tolist() == [101, 105]
+    assert excluded_train_ids(index, None).tolist() == []
+    for bad, message in (
+        ([101, 101], "lists ids twice: \\[101\\]"),
+        ([108, 999], "\\[108, 999\\] are not training samples"),  # a val id and an unknown one
+        (["101"], "must be sample ids"),
+        ([True], "must be sample ids"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            excluded_train_ids(index, bad)

@@ -96,3 +96,33 @@ def test_clean_leftovers_clears_interrupted_commits_only(tmp_path):
     assert (tmp_path / "t" / "model.safetensors").read_bytes() == b"t1"
     assert (tmp_path / "s" / "model.safetensors").read_bytes() == b"v2"
     assert store.clean_leftovers() == []
+
+
+def test_the_data_check_reads_r_fulls_header_and_refuses_other_data(tmp_path, caplog):
+    """check_data_unchanged: no statistics yet passes (loading them says what to run), a
+    fingerprint that differs is refused, statistics without one pass with a warning, and a
+    damaged header is a CheckpointError."""
+    import logging
+
+    import torch
+
+    from pgu.core.checkpoint import tensors_to_bytes
+    from pgu.core.deletion import check_data_unchanged
+
+    store = StateStore(tmp_path / "states")
+    assert check_data_unchanged(store, "abc") == {}
+    r = {"fc": torch.eye(2, dtype=torch.float64)}
+    store.commit(
+        "original", {"retain_stats.safetensors": tensors_to_bytes(r, {"data_sha256": "abc"})}
+    )
+    assert store.stats_meta("original") == {"data_sha256": "abc"}
+    assert check_data_unchanged(store, "abc")["data_sha256"] == "abc"
+    with pytest.raises(CheckpointError, match="not the data the original model's statistics"):
+        check_data_unchanged(store, "abd")
+    store.commit("original", {"retain_stats.safetensors": tensors_to_bytes(r, {"n_samples": 2})})
+    with caplog.at_level(logging.WARNING):
+        assert check_data_unchanged(store, "abd") == {}
+    assert "predate data fingerprints" in caplog.text
+    (store.path("original") / "retain_stats.safetensors").write_bytes(b"\xff" * 40)
+    with pytest.raises(CheckpointError, match="unreadable header"):
+        store.stats_meta("original")

@@ -103,6 +103,70 @@ def test_bad_request_is_rejected_and_leaves_every_file_unchanged(project, forget
     assert project.files() == before
 
 
+def test_a_rebuilt_sample_index_is_refused_before_anything_is_written(project):
+    """The data pipeline rerun with another split after a request was processed: ids resolved
+    against the new index would be subtracted from an R_full that never summed them (some were
+    val samples then). Planning refuses, naming the fix; nothing changes. Restoring the old
+    index and bundle makes the same queue go through."""
+    index = _train_ids(project)
+    file_request(project.path / REQUESTS, sample_ids=split_ids(index, "train")[:4].tolist())
+    project.run("unlearn")
+    intermediate = project.path / "data/02_intermediate"
+    kept = {p.name: p.read_bytes() for p in intermediate.iterdir()}
+    project.run("data", params={"data": {"split": {"seed": 1}}})
+    rebuilt = _train_ids(project)
+    was_val = set(split_ids(index, "val")) & set(split_ids(rebuilt, "train"))
+    file_request(project.path / REQUESTS, sample_ids=sorted(was_val)[:3])
+    before = project.files()
+    for pipeline in ("unlearn", "cgs", "evaluate"):
+        with pytest.raises(Exception, match=r"not the data the original model's statistics"):
+            project.run(pipeline)
+        assert project.files() == before, pipeline
+    for name, data in kept.items():  # `dvc checkout` of the data pipeline's outputs
+        (intermediate / name).write_bytes(data)
+    (project.path / REQUESTS / "req-0002.yml").unlink()
+    queue = project.path / REQUESTS / "queue.yml"
+    queue.write_text(queue.read_text().replace("  req-0002: {after: req-0001}\n", ""))
+    file_request(project.path / REQUESTS, sample_ids=split_ids(index, "train")[4:7].tolist())
+    project.run("unlearn")
+    ledger = read_ledger(project.path / "data/08_reporting/ledger.csv")
+    assert ledger["request_id"].tolist() == ["req-0001", "req-0002"]
+
+
+def test_samples_left_out_of_training_are_left_out_of_r_full_and_requests(project):
+    """train.exclude_sample_ids: R_full sums what the model trained on, a request naming an
+    excluded id is refused (nothing to forget), a class request forgets the rest of its class,
+    and ids that are not training samples are refused before training."""
+    train = split_ids(_train_ids(project), "train")
+    y = (
+        SampleSet.from_tensors(
+            load_tensors(project.path / "data/02_intermediate/samples.safetensors")[0]
+        )
+        .with_ids(train)
+        .y
+    )
+    out = [int(i) for i in train[y == 3][:2]] + [int(train[0])]
+    params = {"train": {"recipe": {"epochs": 2}, "exclude_sample_ids": out}}
+    project.run("train", "representation", params=params)
+    stats = project.path / "data/06_models/states/original/retain_stats.safetensors"
+    meta = load_tensors(stats)[1]
+    assert meta["excluded_sample_ids"] == sorted(out) and meta["n_samples"] == len(train) - 3
+    file_request(project.path / REQUESTS, sample_ids=[int(train[0]), int(train[1])])
+    before = project.files()
+    with pytest.raises(Exception, match=r"left out of the original model's training"):
+        project.run("unlearn", params=params)
+    assert project.files() == before
+    (project.path / REQUESTS / "req-0001.yml").unlink()
+    (project.path / REQUESTS / "queue.yml").unlink()
+    file_request(project.path / REQUESTS, classes=[3])
+    project.run("unlearn", params=params)
+    ledger = read_ledger(project.path / "data/08_reporting/ledger.csv")
+    assert ledger.loc[0, "n_samples"] == int((y == 3).sum()) - 2
+    val = split_ids(_train_ids(project), "val")
+    with pytest.raises(Exception, match=r"exclude_sample_ids: \[.*\] are not training samples"):
+        project.run("train", params={"train": {"exclude_sample_ids": [int(val[0])]}})
+
+
 def test_a_cuda_graph_setting_that_is_not_a_boolean_is_refused_before_anything_runs(project):
     file_request(
         project.path / REQUESTS, sample_ids=split_ids(_train_ids(project), "train")[:3].tolist()

@@ -27,7 +27,7 @@ from pgu.core.models import build_model
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 META_KEY = "pgu"  # one header key holding sorted JSON: header bytes do not depend on dict order
-_FIX = "restore it with `dvc checkout`, or delete it and rerun the pipeline that writes it"
+RESTORE_HINT = "restore it with `dvc checkout`, or delete it and rerun the pipeline that writes it"
 
 
 class CheckpointError(ValueError):
@@ -96,7 +96,7 @@ def tensors_from_bytes(data: bytes, what: str = "tensor file") -> tuple[dict[str
     if not isinstance(meta, dict):
         raise CheckpointError(
             f"{what}: its {META_KEY!r} header entry {text[:60]!r} is not a JSON object, so pgu "
-            f"did not write it; {_FIX}"
+            f"did not write it; {RESTORE_HINT}"
         )
     # safetensors hands tensors back in an order that varies between processes; sort them so
     # everything derived from the iteration order (reports, metadata, bytes) is reproducible.
@@ -162,11 +162,11 @@ def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
         with torch.device("meta"):  # shapes without memory: a forged in_shape cannot allocate
             skeleton = build_from_spec(spec)
     except KeyError as exc:
-        raise CheckpointError(f"{what}: its model spec has no {exc} entry; {_FIX}") from exc
+        raise CheckpointError(f"{what}: its model spec has no {exc} entry; {RESTORE_HINT}") from exc
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         reason = str(exc).partition("\n")[0]  # torch may append a C++ stack
         raise CheckpointError(
-            f"{what}: its model spec {spec} is invalid ({reason}); {_FIX}"
+            f"{what}: its model spec {spec} is invalid ({reason}); {RESTORE_HINT}"
         ) from exc
     expected = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
     stored = {k: list(v.shape) for k, v in tensors.items()}
@@ -178,7 +178,8 @@ def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
     if wrong:
         raise CheckpointError(
             f"{what} does not match architecture {spec['name']} with in_shape "
-            f"{spec['in_shape']} ({len(wrong)} tensors differ: {'; '.join(wrong[:3])}); {_FIX}"
+            f"{spec['in_shape']} ({len(wrong)} tensors differ: {'; '.join(wrong[:3])}); "
+            + RESTORE_HINT
         )
     model = build_from_spec(spec)
     model.load_state_dict(tensors, strict=True)

@@ -7,7 +7,8 @@ and are scaled to [0, 1] and standardised per channel only when a batch is taken
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,3 +173,43 @@ def split_ids(index: pd.DataFrame, split: str) -> np.ndarray:
 def split_set(samples: SampleSet, index: pd.DataFrame, split: str) -> SampleSet:
     """The samples of one split of the sample index table."""
     return samples.with_ids(split_ids(index, split))
+
+
+def data_fingerprint(tensors: Mapping[str, Tensor], index: pd.DataFrame) -> str:
+    """sha256 of the data a model and its statistics are built from: every tensor of the sample
+    bundle (inputs, labels, ids, the train split's normalisation statistics) and each sample's
+    split. A rebuilt bundle or index with other data, another split or other normalisation has
+    another fingerprint; the same data rebuilt has the same one.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    table = index[["sample_id", "split"]].sort_values("sample_id")
+    h.update(table.to_csv(index=False, lineterminator="\n").encode())
+    return h.hexdigest()
+
+
+def excluded_train_ids(index: pd.DataFrame, ids: Sequence[int] | None) -> np.ndarray:
+    """``train.exclude_sample_ids`` checked against the sample index: sorted int64 (n,).
+
+    Raises:
+        ValueError: a non-integer, duplicate, unknown or non-train id (naming them).
+    """
+    ids = list(ids or [])
+    where = "parameters_train.yml: train.exclude_sample_ids"
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+    if bad:
+        raise ValueError(f"{where} must be sample ids (integers), got {bad[:10]}")
+    out, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{where} lists ids twice: {out[counts > 1][:10].tolist()}")
+    train = split_ids(index, "train")
+    stray = np.setdiff1d(out, train)
+    if stray.size:
+        raise ValueError(
+            f"{where}: {stray[:10].tolist()} are not training samples (unknown ids, or in the "
+            "val/test splits); ids are the sample_id column of the sample index with split train"
+        )
+    return out

@@ -74,6 +74,7 @@ def plan_requests(
     num_classes: int,
     done: set[str],
     only: str | None = None,
+    excluded: Sequence[int] = (),
 ) -> list[RequestPlan]:
     """Validate the queue in order and return the requests to process now.
 
@@ -86,6 +87,8 @@ def plan_requests(
         num_classes: classes of the task.
         done: ids of requests already processed (from the ledger).
         only: process just this request (a DVC stage, or a replay), whatever ``done`` says.
+        excluded: train ids the original model never trained on (``train.exclude_sample_ids``,
+            as R_full's metadata records them): refused when named, left out of a class.
 
     Returns:
         Plans in processing order (empty when nothing is pending).
@@ -93,10 +96,25 @@ def plan_requests(
     ids = [r.id for r in requests]
     if only is not None and only not in ids:
         raise RequestError(f"request {only!r} is not in the queue; queued: {ids}")
+    never = np.unique(np.asarray(excluded, dtype=np.int64))
     plans, forgotten, after = [], np.empty(0, dtype=np.int64), ORIGINAL
     removed: set[int] = set()
     for request in requests:
         forget_ids = resolve(request, index, forgotten, num_classes)
+        if never.size:  # resolve has checked the ids are int64
+            unseen = np.intersect1d(np.asarray(request.sample_ids, dtype=np.int64), never)
+            if unseen.size:
+                raise RequestError(
+                    f"request {request.id}: ids {unseen[:10].tolist()} were left out of the "
+                    "original model's training (train.exclude_sample_ids): it never learned "
+                    "them, so there is nothing to forget; remove them from the request"
+                )
+            forget_ids = np.setdiff1d(forget_ids, never)  # a class's samples it never saw
+            if forget_ids.size == 0:
+                raise RequestError(
+                    f"request {request.id}: every sample of classes {list(request.classes)} was "
+                    "left out of the original model's training (train.exclude_sample_ids)"
+                )
         if (only is None and request.id not in done) or request.id == only:
             plans.append(RequestPlan(request, forget_ids, after, tuple(sorted(removed))))
         forgotten = np.union1d(forgotten, forget_ids)
@@ -113,6 +131,41 @@ def plan_requests(
                 f"{plans[0].request.id}; the queue must be processed in order"
             )
     return plans
+
+
+def check_data_unchanged(store: StateStore, fingerprint: str) -> dict:
+    """Refuse a sample bundle or index that is not what R_full was collected over.
+
+    R_retain = R_full − R_forget is exact only where the forget samples are inputs R_full
+    summed, normalised as they were: a bundle or index rebuilt since (other data, another
+    split, hence other normalisation statistics) would subtract what R_full never saw, and
+    requests would be resolved against another split. ``fingerprint`` is
+    :func:`pgu.core.data.data_fingerprint` of the data at hand.
+
+    Returns:
+        The metadata of R_full (empty where there is none yet, or it predates fingerprints).
+    """
+    meta = store.stats_meta(ORIGINAL)
+    if meta is None:
+        return {}  # no statistics yet: loading them later says what to run
+    stored = meta.get("data_sha256")
+    if stored is None:
+        logger.warning(
+            "the original's statistics predate data fingerprints, so this run cannot check that "
+            "it reads the data they were collected over; rerun `kedro run --pipeline "
+            "representation` (or `dvc repro`) to record one"
+        )
+        return {}
+    if stored != fingerprint:
+        raise CheckpointError(
+            "the sample bundle and sample index (the data pipeline's outputs) are not the data "
+            "the original model's statistics were collected over (the data pipeline has run "
+            "again since, with other data or split settings): requests would subtract samples "
+            "R_full never summed. Restore them (`dvc checkout data/02_intermediate`; under "
+            "`--env cifar10`, its `cifar10/` files), or start over on this data: `kedro run` "
+            "(data, train, representation), then process the requests again"
+        )
+    return meta
 
 
 # (file, ledger column) of what a state hands to the next request
@@ -357,6 +410,8 @@ def execute_request(
         "state": request.id,
         "n_forgotten_total": int(stats_in.meta.get("n_forgotten_total", 0)) + len(forget),
     }
+    if "data_sha256" in stats_in.meta:  # which data every state's statistics derive from
+        stats_meta["data_sha256"] = stats_in.meta["data_sha256"]
     layer_table = [{k: v for k, v in s.items() if k != "sigma"} for s in summary]
     files = {
         MODEL: model_to_bytes(out_model),

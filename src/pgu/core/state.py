@@ -14,15 +14,19 @@ crash leaves either the previous state or the complete new one, never a mixture.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import safe_open
 from torch import nn
 
 from pgu.core.checkpoint import (
+    META_KEY,
+    RESTORE_HINT,
     CheckpointError,
     TensorBundle,
     load_tensors,
@@ -34,6 +38,11 @@ RETAIN_STATS = "retain_stats.safetensors"
 BASES = "bases.safetensors"
 # the temporary folders of `StateStore.commit` (tempfile.mkdtemp adds 8 characters)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)\.[a-z0-9_]{8}$")
+
+
+def _without_hint(exc: Exception) -> str:
+    """A CheckpointError's message without its generic fix, for a caller that names a better one."""
+    return str(exc).removesuffix(f"; {RESTORE_HINT}")
 
 
 def _request_state_hint(name: str, path: Path) -> str:
@@ -79,7 +88,7 @@ class StateStore:
             return model_from_bytes(self.model_bytes(name), what=str(path))
         except CheckpointError as exc:
             raise CheckpointError(
-                f"{exc}. The file is corrupt or was not written by pgu: restore it "
+                f"{_without_hint(exc)}. The file is corrupt or was not written by pgu: restore it "
                 "(`dvc checkout`) or reproduce it (`dvc repro`)."
             ) from exc
 
@@ -95,6 +104,21 @@ class StateStore:
             raise CheckpointError(f"state {name!r} has no statistics at {path}; {hint}")
         tensors, meta = load_tensors(path)
         return TensorBundle(tensors, meta)
+
+    def stats_meta(self, name: str) -> dict | None:
+        """The metadata of the state's statistics, read from the file's header alone (R_full of
+        a large model is gigabytes); None where the state has no statistics file."""
+        path = self.path(name) / RETAIN_STATS
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(path, framework="pt") as f:
+                return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        except Exception as exc:  # safetensors raises its own types for a damaged header
+            raise CheckpointError(
+                f"{path}: unreadable header ({exc}). The file is corrupt or was not written by "
+                "pgu: restore it (`dvc checkout`) or reproduce it (`dvc repro`)."
+            ) from exc
 
     def commit(self, name: str, files: dict[str, bytes]) -> Path:
         """Atomically make ``files`` the complete content of state ``name``."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pgu.core import distributed
 from pgu.core.checkpoint import (
+    RESTORE_HINT,
     CheckpointError,
     TensorBundle,
     atomic_write_bytes,
@@ -68,8 +69,9 @@ class TensorBundleDataset(_SafetensorsFile):
         try:
             tensors, meta = tensors_from_bytes(self._read(), what=str(self._filepath))
         except CheckpointError as exc:
+            reason = str(exc).removesuffix(f"; {RESTORE_HINT}")  # a more precise fix follows
             raise DatasetError(
-                f"{exc}. The file is corrupt or was not written by pgu: restore it with "
+                f"{reason}. The file is corrupt or was not written by pgu: restore it with "
                 "`dvc checkout`, or delete it and rerun the pipeline that writes it (samples: "
                 "`kedro run --pipeline data`; an original model's statistics: `--pipeline "
                 "representation`; the poisoned model's: `--pipeline depoison --tags poison`)."
@@ -105,8 +107,9 @@ class ModelDataset(_SafetensorsFile):
         try:
             return model_from_bytes(self._read(), what=str(self._filepath))
         except CheckpointError as exc:
+            reason = str(exc).removesuffix(f"; {RESTORE_HINT}")  # a more precise fix follows
             raise DatasetError(
-                f"{exc}. The model file is corrupt or was not written by pgu: restore it with "
+                f"{reason}. The model file is corrupt or was not written by pgu: restore it with "
                 "`dvc checkout`, or delete it and rerun the pipeline that writes it (the "
                 "original model: `kedro run --pipeline train`; the poisoned and clean models: "
                 "`kedro run --pipeline depoison --tags poison`; the de-poisoned model: "

@@ -10,8 +10,14 @@ from matplotlib.figure import Figure
 from pgu.core import plots
 from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import TensorBundle
-from pgu.core.data import SampleSet
-from pgu.core.deletion import RequestPlan, Workspace, check_start_state, plan_requests
+from pgu.core.data import SampleSet, data_fingerprint
+from pgu.core.deletion import (
+    RequestPlan,
+    Workspace,
+    check_data_unchanged,
+    check_start_state,
+    plan_requests,
+)
 from pgu.core.ledger import read_ledger
 from pgu.core.representation import collect_representations
 from pgu.core.requests import ORIGINAL, load_requests
@@ -25,19 +31,31 @@ def plan_pending_requests(
 ) -> list[RequestPlan]:
     """Validate every queued request against the sample index and list the ones to process.
 
+    Refuses first a sample bundle or index that is not the data the original's statistics
+    were collected over (:func:`pgu.core.deletion.check_data_unchanged`).
+
     Args:
         workspace: the deletion workspace.
-        samples: the sample bundle (for the number of classes).
+        samples: the sample bundle (for the number of classes and the data fingerprint).
         index: the sample index table.
         params: ``unlearn`` parameters; ``request_id`` set → only that request (a replay).
 
     Returns:
         Plans in processing order; empty when every queued request is in the ledger.
     """
+    # first: ids resolved against a rebuilt index would name other samples than R_full summed
+    full = check_data_unchanged(workspace.states, data_fingerprint(samples.tensors, index))
     requests = load_requests(workspace.requests_dir)
     done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
     num_classes = int(samples.tensors["num_classes"])
-    plans = plan_requests(requests, index, num_classes, done, only=params.get("request_id"))
+    plans = plan_requests(
+        requests,
+        index,
+        num_classes,
+        done,
+        only=params.get("request_id"),
+        excluded=full.get("excluded_sample_ids", ()),
+    )
     logger.info(
         "%d queued request(s), %d to process: %s",
         len(requests),

@@ -11,9 +11,10 @@ from matplotlib.figure import Figure
 from pgu.core import plots
 from pgu.core.audit import audit_request, check_baseline_params, check_shadow_params
 from pgu.core.checkpoint import TensorBundle
-from pgu.core.data import SampleSet
+from pgu.core.data import SampleSet, data_fingerprint
 from pgu.core.deletion import (
     Workspace,
+    check_data_unchanged,
     check_requests_unchanged,
     check_start_state,
     plan_requests,
@@ -49,7 +50,11 @@ def evaluate_requests(
     only = params.get("request_id")
     if only is not None and only not in processed:
         raise RequestError(f"request {only!r} has not been processed; run the unlearn pipeline")
-    plans = plan_requests(load_requests(workspace.requests_dir), index, data.num_classes, set())
+    full = check_data_unchanged(workspace.states, data_fingerprint(samples.tensors, index))
+    excluded = full.get("excluded_sample_ids", [])  # the original never trained on them either
+    plans = plan_requests(
+        load_requests(workspace.requests_dir), index, data.num_classes, set(), excluded=excluded
+    )
     recipe = TrainRecipe.from_params(train_params["recipe"])
     config = UnlearnConfig.from_params(unlearn_params.get("config") or {})
     spec = workspace.states.load_model(ORIGINAL).pgu_spec
@@ -58,7 +63,7 @@ def evaluate_requests(
     read = {name for p in plans if p.request.id in wanted for name in (p.after, p.request.id)}
     for name in sorted(read):  # every state the audits read must be what the ledger records
         check_start_state(workspace.states, ledger, name)
-    forgotten = np.empty(0, dtype=np.int64)
+    forgotten = np.asarray(excluded, dtype=np.int64)  # what the gold standard leaves out
     summaries = []
     for plan in plans:
         forgotten = np.union1d(forgotten, plan.forget_ids)

@@ -10,7 +10,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 collect_full_statistics,
-                ["original_model", "samples", "sample_index", "params:representation"],
+                [
+                    "original_model",
+                    "samples",
+                    "sample_index",
+                    "params:representation",
+                    "params:train",
+                ],
                 "representation_full",
                 name="collect_full_statistics",
             )

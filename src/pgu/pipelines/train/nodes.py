@@ -10,7 +10,7 @@ from torch import nn
 
 from pgu.core import plots
 from pgu.core.checkpoint import TensorBundle, model_hash, model_spec
-from pgu.core.data import SampleSet, split_set
+from pgu.core.data import SampleSet, excluded_train_ids, split_set
 from pgu.core.training import (
     TrainRecipe,
     accuracy_and_loss,
@@ -36,9 +36,8 @@ def train_original(
         (trained model, per-epoch history).
     """
     data = SampleSet.from_tensors(samples.tensors)
-    train = split_set(data, index, "train").without_ids(
-        train_params.get("exclude_sample_ids") or []
-    )
+    excluded = excluded_train_ids(index, train_params.get("exclude_sample_ids"))
+    train = split_set(data, index, "train").without_ids(excluded.tolist())
     val = split_set(data, index, "val")
     spec = model_spec(
         model_params["name"], data.in_shape, data.num_classes, **(model_params.get("kwargs") or {})
