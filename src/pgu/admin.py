@@ -31,6 +31,7 @@ from pgu.core.ledger import LedgerError
 from pgu.core.requests import (
     DeletionRequest,
     RequestError,
+    beside_requests,
     file_request,
     load_requests,
     resolve,
@@ -42,17 +43,9 @@ INDEX_COLUMNS = ("sample_id", "label", "split")
 
 
 def _default_index(folder: str | Path) -> Path | None:
-    """The sample index of a requests folder laid out as in the catalog, else None.
-
-    ``<root>/01_raw/<sub>/deletion_requests`` -> ``<root>/02_intermediate/<sub>/sample_index.csv``
-    (``<sub>`` is empty in conf/base and ``cifar10`` in conf/cifar10), the way
-    :func:`pgu.core.requests.default_ledger` finds the ledger.
-    """
-    parts = Path(folder).parts
-    if not parts or parts[-1] != "deletion_requests" or "01_raw" not in parts:
-        return None
-    raw = len(parts) - 1 - parts[::-1].index("01_raw")
-    return Path(*parts[:raw], "02_intermediate", *parts[raw + 1 : -1], "sample_index.csv")
+    """The sample index beside a requests folder laid out as in the catalog, else None:
+    ``<root>/02_intermediate/<sub>/sample_index.csv``, as its ledger is found."""
+    return beside_requests(folder, "02_intermediate", "sample_index.csv")
 
 
 def _read_index(path: Path, env: str) -> pd.DataFrame:

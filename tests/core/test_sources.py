@@ -517,7 +517,8 @@ def test_csv_float32_overflow_names_the_column(tmp_path: Path) -> None:
     (tmp_path / "both.csv").write_text("a,b,c,label\n1,1e39,,0\n2,3,inf,1\n")
     with pytest.raises(
         DataSourceError,
-        match=r"missing or infinite values in feature column\(s\) \['c'\] and values beyond "
+        match=r"missing or infinite values in feature column\(s\) \['c'\] \(fill or drop those "
+        r"rows\) and values beyond "
         r"float32's range .* in feature column\(s\) \['b'\]; rescale them",
     ):
         load_source("csv", root=tmp_path, path="both.csv")

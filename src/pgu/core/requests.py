@@ -324,17 +324,23 @@ def resolve(
     return np.union1d(uniq, class_ids).astype(np.int64)
 
 
-def default_ledger(folder: str | Path) -> Path | None:
-    """The ledger of a requests folder laid out as in the catalog, else None.
+def beside_requests(folder: str | Path, layer: str, name: str) -> Path | None:
+    """The file ``name`` in data layer ``layer`` that belongs to a requests folder laid out as in
+    the catalog, else None.
 
-    ``<root>/01_raw/<sub>/deletion_requests`` -> ``<root>/08_reporting/<sub>/ledger.csv``
-    (``<sub>`` is empty in conf/base and ``cifar10`` in conf/cifar10).
+    ``<root>/01_raw/<sub>/deletion_requests`` -> ``<root>/<layer>/<sub>/<name>`` (``<sub>`` is
+    empty in conf/base and ``cifar10`` in conf/cifar10).
     """
     parts = Path(folder).parts
     if not parts or parts[-1] != "deletion_requests" or "01_raw" not in parts:
         return None
     raw = len(parts) - 1 - parts[::-1].index("01_raw")
-    return Path(*parts[:raw], "08_reporting", *parts[raw + 1 : -1], "ledger.csv")
+    return Path(*parts[:raw], layer, *parts[raw + 1 : -1], name)
+
+
+def default_ledger(folder: str | Path) -> Path | None:
+    """The ledger of a requests folder: ``<root>/08_reporting/<sub>/ledger.csv``, or None."""
+    return beside_requests(folder, "08_reporting", "ledger.csv")
 
 
 def _next_id(taken: set[str]) -> str:

@@ -713,7 +713,10 @@ def _load_csv(
         overflow = [c for c, bad in zip(features, overflows.any(axis=0), strict=True) if bad]
         problems = []
         if missing:
-            problems.append(f"missing or infinite values in feature column(s) {missing}")
+            problems.append(
+                f"missing or infinite values in feature column(s) {missing} (fill or drop "
+                "those rows)"
+            )
         if overflow:
             problems.append(
                 f"values beyond float32's range (|x| > {np.finfo(np.float32).max:.4g}) in "
