@@ -31,3 +31,75 @@ def test_the_node_refuses_an_unknown_baseline_before_reading_anything():
     # (a whole training) is trained and cached
     with pytest.raises(ValueError, match="unknown baselines"):
         evaluate_requests(None, None, None, {}, {}, {"baselines": ["xx"], "n_shadow": 0})
+
+
+def _tiny_data():
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from pgu.core.data import SampleSet
+
+    g = torch.Generator().manual_seed(0)
+    n = 48
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    data = SampleSet(x, y, torch.arange(n), torch.zeros(4), torch.ones(4), 2)
+    index = pd.DataFrame({"sample_id": np.arange(n), "split": ["train"] * 40 + ["val"] * 8})
+    return data, index
+
+
+def test_a_cached_retraining_is_reused_only_for_the_same_original(tmp_path):
+    """The gold standard's cache key holds the original's hash (lineage): the same lineage
+    reads the cache, another (data or code changed since) trains again, and the key file is
+    rewritten only after the new model."""
+    import numpy as np
+
+    from pgu.core.audit import gold_standard
+    from pgu.core.checkpoint import model_hash, model_spec
+    from pgu.core.training import TrainRecipe
+
+    data, index = _tiny_data()
+    spec = model_spec("mlp", (4,), 2, hidden=[8])
+    recipe = TrainRecipe(epochs=1, batch_size=16)
+    args = (np.array([0, 1]), data, index, spec, recipe, "cpu")
+    first, seconds = gold_standard(tmp_path / "c", tmp_path / "t.json", *args, lineage="a" * 64)
+    assert seconds > 0
+    again, cached = gold_standard(tmp_path / "c", tmp_path / "t.json", *args, lineage="a" * 64)
+    assert model_hash(again) == model_hash(first) and cached == seconds  # read, not trained
+    other, retrained = gold_standard(tmp_path / "c", tmp_path / "u.json", *args, lineage="b" * 64)
+    assert retrained > 0 and retrained != seconds  # trained again (same bytes: same data here)
+    assert model_hash(other) == model_hash(first)
+
+
+def test_fine_tuning_does_not_depend_on_the_global_generator():
+    """FT's dropout draws are seeded from its recipe: whatever ran before (a gold standard
+    trained, or read from its cache) leaves the same result, and the caller's generator as
+    it was."""
+    import torch
+    from torch import nn
+
+    from pgu.core.baselines import BaselineContext, run_baseline
+    from pgu.core.training import TrainRecipe
+    from pgu.core.unlearning import UnlearnConfig
+
+    data, _ = _tiny_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+    ctx = BaselineContext(
+        retain=data,
+        forget=data.take(torch.arange(4)),
+        val=data.take(torch.arange(40, 48)),
+        config=UnlearnConfig(),
+        forget_classes=None,
+        device="cpu",
+        finetune_recipe=TrainRecipe(epochs=2, batch_size=16, seed=3),
+        original=None,
+    )
+    outs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        outs.append(run_baseline("ft", model, ctx).state_dict())
+        assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

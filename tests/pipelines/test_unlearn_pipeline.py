@@ -8,6 +8,7 @@ import torch
 import yaml
 from conftest import KedroProject
 
+from pgu.admin import main as admin_main
 from pgu.core.checkpoint import TensorBundle, load_tensors, save_tensors, sha256_file
 from pgu.core.data import SampleSet, split_ids
 from pgu.core.deletion import execute_request, plan_requests
@@ -19,6 +20,7 @@ from pgu.core.unlearning import UnlearnConfig
 
 pytestmark = pytest.mark.slow
 REQUESTS = "data/01_raw/deletion_requests"
+LEDGER = "data/08_reporting/ledger.csv"
 
 
 @pytest.fixture
@@ -162,6 +164,18 @@ def test_samples_left_out_of_training_are_left_out_of_r_full_and_requests(projec
     project.run("unlearn", params=params)
     ledger = read_ledger(project.path / "data/08_reporting/ledger.csv")
     assert ledger.loc[0, "n_samples"] == int((y == 3).sum()) - 2
+    # `pgu-admin purge` deletes R_full; the served state's statistics still carry what the
+    # checks read: the excluded ids, and the data's fingerprint
+    states = project.path / "data/06_models/states"
+    purge = ["purge", "--states", str(states), "--ledger", str(project.path / LEDGER)]
+    assert admin_main([*purge, "--dvc-cache", str(project.path / "no-cache")]) == 0
+    assert not (states / "original/retain_stats.safetensors").exists()
+    file_request(project.path / REQUESTS, sample_ids=[int(train[0])])
+    with pytest.raises(Exception, match=r"left out of the original model's training"):
+        project.run("unlearn", params=params)
+    project.run("data", params={"data": {"split": {"seed": 1}}})
+    with pytest.raises(Exception, match=r"not the data the original model's statistics"):
+        project.run("cgs", params=params)
     val = split_ids(_train_ids(project), "val")
     with pytest.raises(Exception, match=r"exclude_sample_ids: \[.*\] are not training samples"):
         project.run("train", params={"train": {"exclude_sample_ids": [int(val[0])]}})

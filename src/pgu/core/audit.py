@@ -28,7 +28,7 @@ from torch import nn
 
 from pgu.core import plots
 from pgu.core.baselines import BASELINES, NEEDS_RETAIN, BaselineContext, run_baseline
-from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_to_bytes
+from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_hash, model_to_bytes
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace, held_out
 from pgu.core.evaluation import (
@@ -84,6 +84,7 @@ def gold_standard(
     device: torch.device,
     label: str = "gold standard",
     donors: Sequence[Path] = (),
+    lineage: str = "",
 ) -> tuple[nn.Module, float]:
     """The model retrained without ``forgotten``; trained once per ids/spec/recipe, then cached.
 
@@ -91,12 +92,13 @@ def gold_standard(
     check reproductions; the retraining time goes to ``timing_path`` beside the report.
     ``label`` names the model in the log (shadow models are trained the same way). ``donors``
     are other cache folders: one whose key matches is copied instead of training again (the
-    bytes would be the same: same ids, architecture, recipe and seed).
+    bytes would be the same: same ids, architecture, recipe and seed). ``lineage`` (the
+    original model's sha256) joins the key, so data or code that changed since is retrained.
 
     Returns:
         (model, seconds the retraining took when it was trained; NaN if that was not recorded).
     """
-    key = gold_key(forgotten, spec, recipe.__dict__)
+    key = gold_key(forgotten, spec, recipe.__dict__, lineage)
     model_path, info_path = cache_dir / "model.safetensors", cache_dir / "gold.json"
     data = _cached_model(cache_dir, key)
     if data is not None:
@@ -110,6 +112,7 @@ def gold_standard(
         data = _cached_model(donor, key)
         if data is not None:
             logger.info("%s: the same model as %s, copied", label, donor)
+            info_path.unlink(missing_ok=True)  # no key beside a half-replaced model
             atomic_write_bytes(model_path, data)
             atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
             return model_from_bytes(data, str(model_path)), math.nan
@@ -118,6 +121,7 @@ def gold_standard(
     start = time.perf_counter()
     model, _ = fit_from_scratch(spec, train, recipe, device=device)
     seconds = time.perf_counter() - start
+    info_path.unlink(missing_ok=True)  # a run killed between the two writes leaves no old key
     atomic_write_bytes(model_path, model_to_bytes(model))
     atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
     atomic_write_bytes(timing_path, json.dumps({"key": key, "seconds": seconds}).encode())
@@ -180,6 +184,7 @@ def shadow_pairs(
     recipe: TrainRecipe,
     n_pairs: int,
     device: torch.device,
+    lineage: str = "",
 ) -> tuple[list[nn.Module], list[nn.Module], float]:
     """``n_pairs`` pairs of shadow models, each cached like the gold standard.
 
@@ -210,6 +215,7 @@ def shadow_pairs(
                 device,
                 label=f"shadow model {s} ({tag} the forget set)",
                 donors=donors,
+                lineage=lineage,
             )
             models.append(model)
             seconds += took  # NaN when a cached model's time was not recorded
@@ -314,9 +320,18 @@ def audit_request(
     )
     states = workspace.states
     models: dict[str, nn.Module] = {"original": states.load_model(ORIGINAL)}
+    lineage = model_hash(models["original"])  # the cached retrainings must share its data
     out = workspace.reports_root / request.id
     gold, retrain_seconds = gold_standard(
-        gold_cache, out / "retrain_time.json", forgotten, samples, index, spec, recipe, device
+        gold_cache,
+        out / "retrain_time.json",
+        forgotten,
+        samples,
+        index,
+        spec,
+        recipe,
+        device,
+        lineage=lineage,
     )
     models[GOLD] = gold
     models["pgu"] = states.load_model(request.id)
@@ -366,6 +381,7 @@ def audit_request(
             recipe,
             n_shadow,
             device,
+            lineage=lineage,
         )
         power = float(params.get("shadow_min_power", SHADOW_MIN_POWER))
         found, shadow = shadow_rows(with_set, without_set, evals, sets, power, device)

@@ -133,20 +133,28 @@ def plan_requests(
     return plans
 
 
-def check_data_unchanged(store: StateStore, fingerprint: str) -> dict:
+def check_data_unchanged(
+    store: StateStore, fingerprint: str, processed: Sequence[str] = ()
+) -> dict:
     """Refuse a sample bundle or index that is not what R_full was collected over.
 
     R_retain = R_full − R_forget is exact only where the forget samples are inputs R_full
     summed, normalised as they were: a bundle or index rebuilt since (other data, another
     split, hence other normalisation statistics) would subtract what R_full never saw, and
     requests would be resolved against another split. ``fingerprint`` is
-    :func:`pgu.core.data.data_fingerprint` of the data at hand.
+    :func:`pgu.core.data.data_fingerprint` of the data at hand. R_full's metadata records it,
+    and every request's statistics carry it (and the excluded ids) on, so where `pgu-admin
+    purge` deleted R_full the latest of the ``processed`` states (ledger order) answers.
 
     Returns:
-        The metadata of R_full (empty where there is none yet, or it predates fingerprints).
+        The metadata of those statistics (empty where there are none yet, or they predate
+        fingerprints).
     """
-    meta = store.stats_meta(ORIGINAL)
-    if meta is None:
+    for name in (ORIGINAL, *reversed(processed)):
+        meta = store.stats_meta(name)
+        if meta is not None:
+            break
+    else:
         return {}  # no statistics yet: loading them later says what to run
     stored = meta.get("data_sha256")
     if stored is None:
@@ -410,8 +418,9 @@ def execute_request(
         "state": request.id,
         "n_forgotten_total": int(stats_in.meta.get("n_forgotten_total", 0)) + len(forget),
     }
-    if "data_sha256" in stats_in.meta:  # which data every state's statistics derive from
-        stats_meta["data_sha256"] = stats_in.meta["data_sha256"]
+    for key in ("data_sha256", "excluded_sample_ids"):  # what the data check reads, carried
+        if key in stats_in.meta:  # on so that it outlives R_full (`pgu-admin purge`)
+            stats_meta[key] = stats_in.meta[key]
     layer_table = [{k: v for k, v in s.items() if k != "sigma"} for s in summary]
     files = {
         MODEL: model_to_bytes(out_model),

@@ -114,11 +114,14 @@ def verdicts(distance: Mapping[str, float], tolerances: Mapping[str, float]) -> 
     return out
 
 
-def gold_key(forgotten_ids: np.ndarray, spec: dict, recipe: dict) -> str:
-    """Cache key of a retrained model: the forgotten ids, the architecture and the recipe."""
+def gold_key(forgotten_ids: np.ndarray, spec: dict, recipe: dict, lineage: str = "") -> str:
+    """Cache key of a retrained model: the forgotten ids, the architecture, the recipe and
+    ``lineage`` (the original model's sha256: other data, normalisation or training code give
+    another original, so a model retrained before them is not reused)."""
     h = hashlib.sha256()
     h.update(np.sort(np.asarray(forgotten_ids, dtype="<i8")).tobytes())
     h.update(json.dumps({"spec": spec, "recipe": recipe}, sort_keys=True).encode())
+    h.update(lineage.encode())
     return h.hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from pgu.core.training import train_model
@@ -18,7 +19,15 @@ if TYPE_CHECKING:
 
 
 def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
-    """Fine-tune a copy of ``model`` on ``ctx.retain``."""
+    """Fine-tune a copy of ``model`` on ``ctx.retain``.
+
+    Dropout draws from torch's global generator, which whatever ran before (a gold standard
+    trained or read from its cache, earlier audits) leaves in another state: it is seeded here
+    from the recipe, inside a fork, so the result is the same bytes either way.
+    """
     out = copy.deepcopy(model)
-    train_model(out, ctx.retain, ctx.finetune_recipe, device=ctx.device)
+    cuda = [ctx.device] if torch.device(ctx.device).type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(ctx.finetune_recipe.seed)
+        train_model(out, ctx.retain, ctx.finetune_recipe, device=ctx.device)
     return out.cpu().eval()

@@ -43,10 +43,12 @@ def plan_pending_requests(
     Returns:
         Plans in processing order; empty when every queued request is in the ledger.
     """
+    processed = read_ledger(workspace.ledger_path)["request_id"].astype(str).tolist()
     # first: ids resolved against a rebuilt index would name other samples than R_full summed
-    full = check_data_unchanged(workspace.states, data_fingerprint(samples.tensors, index))
+    fingerprint = data_fingerprint(samples.tensors, index)
+    full = check_data_unchanged(workspace.states, fingerprint, processed)
     requests = load_requests(workspace.requests_dir)
-    done = set(read_ledger(workspace.ledger_path)["request_id"].astype(str))
+    done = set(processed)
     num_classes = int(samples.tensors["num_classes"])
     plans = plan_requests(
         requests,

@@ -50,7 +50,11 @@ def evaluate_requests(
     only = params.get("request_id")
     if only is not None and only not in processed:
         raise RequestError(f"request {only!r} has not been processed; run the unlearn pipeline")
-    full = check_data_unchanged(workspace.states, data_fingerprint(samples.tensors, index))
+    full = check_data_unchanged(
+        workspace.states,
+        data_fingerprint(samples.tensors, index),
+        ledger["request_id"].astype(str).tolist(),
+    )
     excluded = full.get("excluded_sample_ids", [])  # the original never trained on them either
     plans = plan_requests(
         load_requests(workspace.requests_dir), index, data.num_classes, set(), excluded=excluded
