@@ -13,9 +13,9 @@ is one), with the kernels' share of the wall time and the host calls that wait o
   on the CPU as the representation node reads it), also timed with conv rows from
   ``layer_rows`` instead of kernel-major (``KERNEL_MAJOR_DEVICES``);
 - forget statistics (R_forget of ``--n-forget`` samples, kept on the device as a request does);
-- the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95), also
-  with eigh through MAGMA (``torch.backends.cuda.preferred_linalg_library``) where the build
-  has it; not profiled (under the profiler it ran for minutes on an H200);
+- the retain space: R_full - R_forget and every layer's eigendecomposition (gamma 0.95); not
+  profiled (under the profiler it ran for minutes on an H200; eigh through MAGMA, 7.2 s against
+  cuSOLVER's 0.7 on an H200 in run 5, is no longer timed);
 - one unlearning epoch (batches of 64), also with its full batches replayed as one captured
   CUDA graph (``unlearn(..., cuda_graph=True)``, experimental), and one stop check (forget +
   val predictions).
@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from pgu.core import representation
@@ -121,9 +122,13 @@ def busy_summary(prof, wall_s: float) -> str:
     """
     try:
         events = prof.key_averages()
+        # the kernels' own rows only: the profiler also credits each kernel's time to the op
+        # that launched it, so a sum over every row counts it twice (runs 4 and 5 printed
+        # double), and user annotations span whole ranges
         kernel_us = sum(
             getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
             for e in events
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
         )
         calls = {}
         for e in events:
@@ -248,7 +253,7 @@ def main() -> None:
     measure("retain space", retain_space)  # not profiled: eigh ran for minutes under the profiler
     # the choice this run re-checks: conv rows from layer_rows instead of kernel-major (decided
     # on an H200 in run 4 of bench/results/h200-2026-11-27, as were the Gram split depth, TF32
-    # and channels-last, which README lists); and eigh through MAGMA instead of cuSOLVER
+    # and channels-last, which README lists)
     others = tuple(t for t in representation.KERNEL_MAJOR_DEVICES if t != device.type)
     with patched(representation, KERNEL_MAJOR_DEVICES=others):
         measure("full statistics, rows from layer_rows", full_stats)
@@ -261,14 +266,6 @@ def main() -> None:
                     model, params, bases, forget, config, lr, 0, device, None, None, captured
                 ),
             )
-        before = torch.backends.cuda.preferred_linalg_library()
-        try:
-            torch.backends.cuda.preferred_linalg_library("magma")
-            measure("retain space, MAGMA eigh", retain_space)
-        except RuntimeError as err:  # a build without MAGMA
-            print(f"| retain space, MAGMA eigh | {err!s:.60} |", flush=True)
-        finally:
-            torch.backends.cuda.preferred_linalg_library(before)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)

@@ -503,16 +503,24 @@ def test_an_epoch_reads_one_value_back_its_mean_loss(conv_case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
-@pytest.mark.parametrize("sample_loss", ["pgu", "quantile"])
+@pytest.mark.parametrize("sample_loss", ["pgu", "quantile", "classes"])
 def test_cuda_graph_replays_the_same_epochs_as_the_eager_loop(conv_case, sample_loss, caplog):
     """Full batches replayed from one capture, the shorter last batch eager: the same weights
-    as the eager loop (to GPU round-off: cuDNN is not bit-reproducible) and no fallback."""
+    as the eager loop (to GPU round-off: cuDNN is not bit-reproducible) and no fallback; for
+    both sample losses, and for class removal with its unprojected output rows."""
     model, forget, val, bases = conv_case
-    config = UnlearnConfig(epochs=2, sample_tolerance=0.0, batch_size=4, sample_loss=sample_loss)
+    classes = [1] if sample_loss == "classes" else None
+    config = UnlearnConfig(
+        epochs=2,
+        sample_tolerance=0.0,
+        class_target_acc=0.0,
+        batch_size=4,
+        sample_loss="pgu" if classes else sample_loss,
+    )
     assert len(forget) % config.batch_size  # a shorter last batch runs eagerly
-    eager = unlearn(model, bases, forget, val, config, device="cuda")
+    eager = unlearn(model, bases, forget, val, config, classes, device="cuda")
     with caplog.at_level(logging.INFO, logger="pgu.core.unlearning"):
-        graphed = unlearn(model, bases, forget, val, config, device="cuda", cuda_graph=True)
+        graphed = unlearn(model, bases, forget, val, config, classes, "cuda", cuda_graph=True)
     assert "cuda_graph" not in caplog.text
     assert [r["status"] for r in graphed.history] == [r["status"] for r in eager.history]
     for a, b in zip(graphed.model.parameters(), eager.model.parameters(), strict=True):
