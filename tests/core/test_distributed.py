@@ -59,8 +59,9 @@ def stats_model() -> torch.nn.Module:
 
 
 RECIPES = {
-    # no BatchNorm: DDP computes the very same global-mean gradient, up to round-off
-    "linear": (model_spec("mlp", (1, 8, 8), 10, hidden=[]), TrainRecipe(epochs=2, batch_size=50)),
+    # no BatchNorm: DDP computes the very same global-mean gradient, up to round-off; 1000 % 111
+    # = 1 leaves a last batch of one sample, which one of two processes trains on alone
+    "linear": (model_spec("mlp", (1, 8, 8), 10, hidden=[]), TrainRecipe(epochs=2, batch_size=111)),
     # BatchNorm normalises per shard; 1000 % 64 = 40 leaves a short last batch
     "cnn": (
         model_spec("digits_cnn", (1, 8, 8), 10),
@@ -81,6 +82,8 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
             model, history = fit_from_scratch(spec, data, recipe, val=data.take(torch.arange(200)))
             Path(out, f"{name}{rank}.st").write_bytes(model_to_bytes(model))
             Path(out, f"{name}{rank}.json").write_text(json.dumps(history))
+            # the global generator, which dropout draws from: one stream per process
+            Path(out, f"{name}{rank}.rng").write_bytes(torch.get_rng_state().numpy().tobytes())
     finally:
         dist.destroy_process_group()
 
@@ -115,6 +118,9 @@ def test_ddp_training_keeps_ranks_in_step_and_matches_one_process(two_ranks):
         h0 = json.loads((two_ranks / f"{name}0.json").read_text())
         assert h0 == json.loads((two_ranks / f"{name}1.json").read_text())
         assert h0[-1]["val_acc"] > 0.9, (name, h0[-1])
+        # ... but their dropout masks are their own: process 1 does not repeat process 0's
+        streams = [(two_ranks / f"{name}{r}.rng").read_bytes() for r in (0, 1)]
+        assert streams[0] != streams[1], name
     # without BatchNorm, 2 processes follow the 1-process trajectory to round-off
     spec, recipe = RECIPES["linear"]
     data = synthetic()

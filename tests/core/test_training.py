@@ -88,3 +88,22 @@ def test_empty_training_set_is_an_error(digits):
     spec = model_spec("digits_cnn", digits.in_shape, 10)
     with pytest.raises(ValueError, match="empty"):
         fit_from_scratch(spec, digits.take(torch.zeros(400, dtype=torch.bool)), TrainRecipe())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("epochs", 0, "epochs must be >= 1, got 0"),
+        ("batch_size", 0, "batch_size must be >= 1"),
+        ("lr", 0.0, "lr must be > 0"),
+        ("lr_end", -0.001, "lr_end must be > 0"),  # the decay would turn complex
+        ("lr", float("nan"), "lr must be > 0"),
+        ("crop_padding", -2, "crop_padding must be >= 0"),
+        ("weight_decay", -1e-4, "weight_decay must be >= 0"),
+    ],
+)
+def test_a_recipe_out_of_range_is_refused_naming_its_key(key, value, message):
+    """Each of these failed deep in the loop (a complex or zero learning rate, an empty
+    range) or was silently accepted (negative padding turned cropping off)."""
+    with pytest.raises(ValueError, match=f"training recipe: {message}"):
+        TrainRecipe.from_params({key: value})

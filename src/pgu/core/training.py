@@ -2,15 +2,19 @@
 the same code on a subset, the retrained gold standard.
 
 Plain SGD with momentum and weight decay, an exponential learning-rate decay from ``lr`` to
-``lr_end`` over the epochs, optional crop+flip augmentation for images. Seeded end to end: the
-same seed on the same machine gives byte-identical weights.
+``lr_end`` over the epochs, optional crop+flip augmentation for images (the crop pads the
+standardised image with zeros, i.e. with each channel's mean). Seeded end to end: the same seed
+on the same CPU gives byte-identical weights (on CUDA, cuDNN's defaults are not deterministic:
+README, "Determinism").
 
 Under ``torchrun`` (a process group from ``pgu.core.distributed``) training is data-parallel:
 every process draws the same permutation and augmentations, trains on its shard of each global
-batch of ``batch_size`` samples, and DistributedDataParallel averages the gradients. Results then
-match the single-process run only to float round-off (the gradient sum is grouped differently,
-and BatchNorm normalises each shard with its own batch statistics); with one process the code
-path is the plain loop, byte for byte.
+batch of ``batch_size`` samples, and DistributedDataParallel averages the gradients. Without
+BatchNorm or dropout this matches the single-process run to float round-off (the gradient sum
+is grouped differently); BatchNorm normalises each shard with its own batch statistics, and
+skips a final batch with fewer than two samples per process; dropout draws each process's
+masks from a stream of its own (seeded from ``seed`` and the rank), as the shards are different
+samples. With one process the code path is the plain loop, byte for byte.
 """
 
 from __future__ import annotations
@@ -48,6 +52,17 @@ class TrainRecipe:
     crop_padding: int = 0  # random-crop padding in pixels; 0 disables cropping
     horizontal_flip: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"training recipe: {key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "lr_end"):  # the exponential decay needs both positive
+            if not getattr(self, key) > 0:
+                raise ValueError(f"training recipe: {key} must be > 0, got {getattr(self, key)}")
+        for key in ("momentum", "weight_decay", "crop_padding"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"training recipe: {key} must be >= 0, got {getattr(self, key)}")
 
     @classmethod
     def from_params(cls, params: dict) -> TrainRecipe:
@@ -194,6 +209,10 @@ def train_model(
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     world = distributed.world_size()
     net = _data_parallel(model, torch.device(device)) if world > 1 else model
+    if world > 1:  # (DDP has copied process 0's weights to every process by now)
+        # dropout draws from the global generator, which seed_everything set alike on every
+        # process: without this, process r's i-th sample would get process 0's i-th mask
+        torch.manual_seed(recipe.seed * 1_000_003 + distributed.rank())
     main = distributed.is_main_process()
     history: list[dict] = []
     bar = tqdm(
@@ -227,8 +246,11 @@ def train_model(
                 )
                 mine = tuple(c[lo:hi] if c is not None else None for c in choices)
                 x = apply_augmentation(x, mine, recipe.crop_padding)
-            if len(idx) // world < (2 if has_bn else 1):
+            if has_bn and len(idx) // world < 2:
                 continue  # BatchNorm cannot train on a batch of one (on any process)
+            # without BatchNorm a process whose shard is empty still takes part (a batch of no
+            # rows: zero loss, zero gradient), so a final batch smaller than the process count
+            # is trained on, as one process trains on it
             x, y = x.to(device), y.to(device)
             logits = net(x)
             if world == 1:
