@@ -515,7 +515,9 @@ class Bench:
         self.finetune_params = dict(conf["evaluate"]["finetune_recipe"])
         self.budget = budget
         self.state = state
-        self.from_state_dir = False  # a model came from --state-dir: its times are an earlier run's
+        # the training times of models loaded from --state-dir (measured by an earlier run), by
+        # identity: a record says which of its times they are, and its ratios are then marked
+        self.loaded_times: list[float] = []
         self._seed_state: dict[int, dict] = {}
         self._gold: dict[tuple[int, bytes], tuple[nn.Module, float]] = {}
         self._requests: dict[tuple[int, bytes], dict] = {}
@@ -542,7 +544,7 @@ class Bench:
         key = self.model_key(data, seed)
         hit = self.state.load_model(key)
         if hit is not None:  # trained by an earlier run: its measured seconds come along
-            self.from_state_dir = True
+            self.loaded_times.append(hit[1])
             return hit
         # cuDNN autotuning pays off over a training's fixed batch shapes; requests run without
         # it, as the pipelines do (it would re-tune for every new forget-set size)
@@ -951,8 +953,11 @@ class Bench:
                 "request_over_paper_retrain": req["request_s"]
                 / (ref_s * PAPER_EPOCHS / self.args.epochs),
             },
-            # True: training and R_full times are those of the run that filled --state-dir
-            "times_from_state_dir": self.from_state_dir,
+            # True: the original's training or this step's retraining was loaded from
+            # --state-dir, so its time (and the ratios against it) are an earlier run's
+            "times_from_state_dir": any(
+                t is state["train_s"] or t is retrain_s for t in self.loaded_times
+            ),
             "unlearn": {
                 k: req[k] for k in ("stop_reason", "epochs_run", "kept_epoch", "lr_scale", "tries")
             },

@@ -66,6 +66,7 @@ def summarise(runs: list[dict]) -> dict:
         for k in runs[0]["timing"]
         if not isinstance(runs[0]["timing"][k], bool)
     }
+    out["times_from_state_dir"] = any(r.get("times_from_state_dir") for r in runs)
     out["stop_reasons"] = [r["unlearn"]["stop_reason"] for r in runs]
     out["epochs_run"] = [r["unlearn"]["epochs_run"] for r in runs]
     return out
@@ -208,6 +209,12 @@ def timing_line(summary: dict, epochs: int) -> str:
         f"{t['request_over_paper_retrain'][0]:.4f} of a {PAPER_EPOCHS}-epoch retraining "
         f"(extrapolated)"
         + (f"; baselines / retraining: {', '.join(baselines)}" if baselines else "")
+        + (
+            "; NOTE: training times loaded from --state-dir (an earlier run's): the ratios "
+            "against them are not measured in one run"
+            if summary.get("times_from_state_dir")
+            else ""
+        )
         + f"; stops {summary['stop_reasons']}, epochs run {summary['epochs_run']}"
     )
 
