@@ -550,7 +550,8 @@ def table(results: list[dict]) -> str:
         per_epoch = s["retrain"] / r["train_epochs"]
         paper = per_epoch * ref["paper_epochs"]
         lines.append(
-            f"  retraining for the paper's {ref['paper_epochs']} epochs ≈ {paper:.1f} s "
+            f"  retraining for {ref['paper_epochs']} epochs (the paper's count) of this bench's "
+            f"recipe (batch 128, no augmentation) ≈ {paper:.1f} s "
             f"({per_epoch:.3f} s/epoch measured): the request takes "
             f"{100 * s['request'] / paper:.2f}% of it"
         )
