@@ -60,7 +60,7 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
     assert len(drawn) == 4 and not drawn & {1, 3} and drawn <= set(range(16))
     assert requests[2].classes == (1,)
     assert "filed" in capsys.readouterr().out
-    assert main(["file-request", "--random-fraction", "2.0", *common]) == 2
+    assert main(["file-request", "--random-fraction", "1.0", *common]) == 2  # 4 already drawn
     assert "cannot draw" in capsys.readouterr().err
     free = min(set(range(0, 16, 2)) - drawn)  # class 0, train, not yet forgotten
     assert main(["file-request", "--ids", str(free), "--purpose", "depoison", *common]) == 0
@@ -77,7 +77,7 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
     # a queue other than conf/base's: the hint names the --env it needs
     other = min(set(range(0, 16, 2)) - drawn - {free})
     assert main(["file-request", "--ids", str(other), *common]) == 0
-    assert "kedro run --env <env> --pipeline unlearn" in capsys.readouterr().out
+    assert "kedro run --env <env> --pipelines unlearn" in capsys.readouterr().out
 
 
 def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
@@ -186,7 +186,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
     pd.read_csv(index).drop(columns="label").to_csv(no_label, index=False)
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "header_only.csv").write_text("sample_id,key,label,split\n")
-    rebuild = "rebuild it with `kedro run --env <env> --pipeline data`, or restore it with `dvc"
+    rebuild = "rebuild it with `kedro run --env <env> --pipelines data`, or restore it with `dvc"
     cases = [
         (["--ids", "abc"], "--ids: 'abc' is not an integer"),
         (["--ids", "1.5"], "--ids: '1.5' is not an integer"),
@@ -198,8 +198,9 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
         (["--ids", "2", "--index", str(tmp_path / "typo.csv")], "typo.csv not found; run"),
         (["--ids", "2", "--requests", str(tmp_path / "no/deletion_requests")], "does not exist"),
         (["--ids-file", str(binary)], f"--ids-file {binary} is not a text file; it should hold"),
-        (["--random-fraction", "nan"], "--random-fraction nan is not a finite number"),
-        (["--random-fraction", "inf"], "--random-fraction inf is not a finite number"),
+        (["--random-fraction", "nan"], "--random-fraction must be a share in (0, 1], got nan"),
+        (["--random-fraction", "inf"], "must be a share in (0, 1], got inf"),
+        (["--random-fraction", "1.5"], "must be a share in (0, 1], got 1.5"),
         (["--ids", "2", "--index", str(no_label)], f"{no_label} lacks the column(s) ['label']; "),
         (["--ids", "2", "--index", str(no_label)], rebuild),
         (["--ids", "2", "--index", str(tmp_path / "empty.csv")], "empty.csv is not a CSV table"),

@@ -37,10 +37,10 @@ def test_corrupt_model_file_names_the_fix(tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes(b"not a model")
     with pytest.raises(
-        DatasetError, match="dvc checkout.*original model: `kedro run --pipeline train`"
+        DatasetError, match="dvc checkout.*original model: `kedro run --pipelines train`"
     ):
         ModelDataset(filepath=str(path)).load()
-    with pytest.raises(DatasetError, match="dvc checkout.*samples: `kedro run --pipeline data`"):
+    with pytest.raises(DatasetError, match="dvc checkout.*samples: `kedro run --pipelines data`"):
         TensorBundleDataset(filepath=str(path)).load()
     with pytest.raises(DatasetError, match="does not exist"):
         ModelDataset(filepath=str(tmp_path / "none.safetensors")).load()

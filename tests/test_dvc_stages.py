@@ -27,11 +27,11 @@ def _stages() -> dict[str, dict]:
 
 
 def _kedro_target(cmd: str) -> tuple[str, str | None]:
-    """(pipeline, tag or None) of a ``kedro run --pipeline NAME [--tags T]`` command."""
+    """(pipeline, tag or None) of a ``kedro run --pipelines NAME [--tags T]`` command."""
     args = shlex.split(cmd)
     assert args[:2] == ["kedro", "run"], cmd
     opts = dict(zip(args[2::2], args[3::2], strict=False))
-    return opts["--pipeline"], opts.get("--tags")
+    return opts["--pipelines"], opts.get("--tags")
 
 
 def _module_file(module: str) -> Path | None:

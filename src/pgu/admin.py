@@ -1,13 +1,13 @@
 """``pgu-admin``: file deletion requests and purge superseded states.
 
-    pgu-admin file-request --ids 12,40,7 --note "ticket 4711"
+    pgu-admin file-request --ids 12,16,17 --note "ticket 4711"
     pgu-admin file-request --ids-file ids.txt
     pgu-admin file-request --classes 3
     pgu-admin file-request --random-fraction 0.1 --seed 0     # a random share of the train split
     pgu-admin purge [--dry-run]
 
 Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
-``kedro run --pipeline unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
+``kedro run --pipelines unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
 against the sample index (which must exist) and the requests already queued first: a request
 cannot be edited once filed, so a bad one is refused before it is written. ``--ids``,
 ``--ids-file`` and ``--classes`` may be repeated; their values add up. Another environment's
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def _default_index(folder: str | Path) -> Path | None:
 
 def _read_index(path: Path, env: str) -> pd.DataFrame:
     """The sample index table, or a RequestError naming the file, what is wrong and the fix."""
-    fix = f"rebuild it with `kedro run{env} --pipeline data`, or restore it with `dvc checkout`"
+    fix = f"rebuild it with `kedro run{env} --pipelines data`, or restore it with `dvc checkout`"
     try:
         index = pd.read_csv(path)
     except ValueError as exc:  # empty, binary, malformed CSV
@@ -93,7 +92,7 @@ def _file(args: argparse.Namespace) -> Path:
         )
     if not path.is_file():  # without it nothing could be checked before filing
         raise RequestError(
-            f"sample index {path} not found; run `kedro run{env} --pipeline data` first (from "
+            f"sample index {path} not found; run `kedro run{env} --pipelines data` first (from "
             "the project root), or pass --index"
         )
     index = _read_index(path, env)
@@ -112,10 +111,10 @@ def _file(args: argparse.Namespace) -> Path:
             ) from None
         ids += _ints(text, f"--ids-file {name}")
     if args.random_fraction is not None:
-        if not math.isfinite(args.random_fraction):
+        if not 0 < args.random_fraction <= 1:  # NaN fails this too
             raise RequestError(
-                f"--random-fraction {args.random_fraction} is not a finite number; give the "
-                "share of the train split to forget, e.g. 0.1"
+                f"--random-fraction must be a share in (0, 1], got {args.random_fraction}; give "
+                "the share of the train split to forget, e.g. 0.1"
             )
         train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
         pool = np.setdiff1d(train, _already_requested(args.requests, index))
@@ -147,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("file-request", help="write and queue a new deletion request")
     # action="append": a repeated option adds its values instead of replacing the earlier ones
-    f.add_argument("--ids", action="append", help="comma-separated sample ids")
+    f.add_argument("--ids", action="append", help="comma-separated sample ids (repeatable)")
     f.add_argument(
         "--ids-file",
         action="append",
-        help="file with sample ids separated by spaces, commas or lines",
+        help="file with sample ids separated by spaces, commas or lines (repeatable)",
     )
-    f.add_argument("--classes", action="append", help="comma-separated classes to forget entirely")
+    f.add_argument(
+        "--classes", action="append", help="comma-separated classes to forget entirely (repeatable)"
+    )
     f.add_argument("--random-fraction", type=float, help="forget this share of the train split")
     f.add_argument("--seed", type=int, default=0, help="seed of --random-fraction")
     f.add_argument("--note", default="", help="free text for the audit trail")
@@ -181,18 +182,22 @@ def main(argv: list[str] | None = None) -> int:
         "(the ledger keeps hashes)",
     )
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
-    p.add_argument("--states", default="data/06_models/states")
-    p.add_argument("--ledger", default="data/08_reporting/ledger.csv")
-    p.add_argument("--dvc-cache", default=".dvc/cache")
+    p.add_argument("--states", default="data/06_models/states", help="the state store")
+    p.add_argument(
+        "--ledger", default="data/08_reporting/ledger.csv", help="the ledger of those states"
+    )
+    p.add_argument(
+        "--dvc-cache", default=".dvc/cache", help="DVC's cache, whose copies are deleted too"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "file-request":
             path = _file(args)
             if Path(args.requests) == Path(REQUESTS):
-                how = "`kedro run --pipeline unlearn` or `dvc repro`"
+                how = "`kedro run --pipelines unlearn` or `dvc repro`"
             else:  # another environment's queue (DVC tracks only conf/base's)
-                how = "`kedro run --env <env> --pipeline unlearn` (the env whose catalog has it)"
+                how = "`kedro run --env <env> --pipelines unlearn` (the env whose catalog has it)"
             print(f"filed {path}; process it with {how}")
         else:
             for line in purge_superseded(args.states, args.ledger, args.dvc_cache, args.dry_run):

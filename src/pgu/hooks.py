@@ -1,6 +1,6 @@
 """Kedro hooks: run a pipeline as one of several processes started by ``torchrun``.
 
-``torchrun --standalone --nproc_per_node=N -m pgu --pipeline representation`` starts N copies of
+``torchrun --standalone --nproc_per_node=N -m pgu --pipelines representation`` starts N copies of
 the whole Kedro session. Before the pipeline runs, :class:`DistributedHooks` joins them in a
 process group (``pgu.core.distributed.init_from_env``), which the core then uses: training wraps
 the model in DistributedDataParallel, representation matrices are collected in shared chunks.

@@ -50,8 +50,10 @@ def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(proje
     assert (ledger["stats_model_sha256"] == ledger.loc[0, "input_model_sha256"]).all()
     # Class removal really removes the class from the forget set's predictions.
     metrics = json.loads(
-        (project.path / "data/08_reporting/requests/req-0002/metrics.json").read_text()
+        (project.path / "data/08_reporting/requests/req-0002/metrics.json").read_text(),
+        parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not strict JSON"),
     )
+    assert metrics["history"][0]["loss"] is None  # epoch 0 has no loss: null, not NaN
     assert metrics["forget_acc_after"] <= 0.05 < metrics["forget_acc_before"]
     # The second request's target and guard read the original's val metrics, not its start's.
     first = json.loads(
@@ -306,3 +308,29 @@ def test_a_depoison_request_runs_the_depoisoning_loop_and_is_recorded(project):
     bases, _ = load_tensors(states / "req-0001/bases.safetensors")
     assert "classifier.fc2" in bases  # the trust-region layer keeps M itself, not N
     assert ledger.loc[0, "output_model_sha256"] != ledger.loc[0, "input_model_sha256"]
+
+
+def test_evaluate_audits_what_a_purge_left_and_names_the_rest(project):
+    """After `pgu-admin purge` the superseded requests' states are empty: the default audit
+    skips the requests that need them (with a warning: the served one's start state is gone
+    too) and audits a request filed since, instead of refusing to run."""
+    train = split_ids(_train_ids(project), "train")
+    for ids in (train[:3], train[3:6]):
+        file_request(project.path / REQUESTS, sample_ids=ids.tolist())
+    project.run("unlearn")
+    states = project.path / "data/06_models/states"
+    purge = ["purge", "--states", str(states), "--ledger", str(project.path / LEDGER)]
+    assert admin_main([*purge, "--dvc-cache", str(project.path / "no-cache")]) == 0
+    assert not any((states / "req-0001").iterdir())
+    file_request(project.path / REQUESTS, sample_ids=train[6:9].tolist())
+    project.run("unlearn")
+    quick = {"n_shadow": 0, "baselines": []}
+    params = {"evaluate": quick, "train": {"recipe": {"epochs": 1}}}
+    project.run("evaluate", params=params)
+    reports = project.path / "data/08_reporting/requests"
+    assert (reports / "req-0003/evaluation.json").is_file()
+    assert not (reports / "req-0001/evaluation.json").exists()
+    assert not (reports / "req-0002/evaluation.json").exists()
+    params["evaluate"] = {**quick, "request_id": "req-0001"}  # named: the state check says why
+    with pytest.raises(Exception, match="req-0001/model.safetensors is missing"):
+        project.run("evaluate", params=params)

@@ -98,7 +98,7 @@ def _refuse_non_finite(name: str, r_full: Tensor, r_forget: Tensor) -> None:
         raise ValueError(
             f"layer {name!r}: the stored statistics (R_full, or the previous request's R_retain) "
             "have NaN or infinite entries: the file is corrupt or the model that collected them "
-            "diverged. Rerun `kedro run --pipeline representation` (and the requests after it)."
+            "diverged. Rerun `kedro run --pipelines representation` (and the requests after it)."
         )
     if not torch.isfinite(r_forget).all():
         raise ValueError(
@@ -367,7 +367,7 @@ def compute_bases(
         if not torch.isfinite(r).all():
             raise ValueError(
                 f"layer {name!r}: the representation matrix has NaN or infinite entries, so it "
-                "has no spectrum to cut; recollect the statistics (`kedro run --pipeline "
+                "has no spectrum to cut; recollect the statistics (`kedro run --pipelines "
                 "representation`) or check the model that produced them"
             )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -54,6 +55,22 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as strict JSON (indent 1): NaN and infinities, which json.dumps would write as
+    bare ``NaN``/``Infinity`` that strict parsers refuse, become null."""
+
+    def finite(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [finite(v) for v in o]
+        return o
+
+    return json.dumps(finite(obj), indent=1, allow_nan=False).encode()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -9,7 +9,6 @@ aggregate metrics and hashes.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from pgu.core.cgs import bases_from_params, retain_statistics
 from pgu.core.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
+    json_bytes,
     model_to_bytes,
     sha256_bytes,
     sha256_file,
@@ -160,7 +160,7 @@ def check_data_unchanged(
     if stored is None:
         logger.warning(
             "the original's statistics predate data fingerprints, so this run cannot check that "
-            "it reads the data they were collected over; rerun `kedro run --pipeline "
+            "it reads the data they were collected over; rerun `kedro run --pipelines "
             "representation` (or `dvc repro`) to record one"
         )
         return {}
@@ -178,7 +178,7 @@ def check_data_unchanged(
 
 # (file, ledger column) of what a state hands to the next request
 _STATE_FILES = ((MODEL, "output_model_sha256"), (RETAIN_STATS, "output_stats_sha256"))
-_REPLAY = "`kedro run --pipeline unlearn --params unlearn.request_id={}`"
+_REPLAY = "`kedro run --pipelines unlearn --params unlearn.request_id={}`"
 
 
 def check_requests_unchanged(requests_dir: str | Path, ledger: pd.DataFrame) -> None:
@@ -370,7 +370,7 @@ def execute_request(
         raise CheckpointError(
             f"the statistics of state {plan.after!r} were collected with model {stats_model_sha}, "
             f"but states/{ORIGINAL}/{MODEL} is {sha256_bytes(stats_model_bytes)}: "
-            "R_full − R_forget would be inexact. Rerun `kedro run --pipeline representation` "
+            "R_full − R_forget would be inexact. Rerun `kedro run --pipelines representation` "
             "and the requests."
         )
     stats_model = store.load_model(ORIGINAL)
@@ -453,7 +453,7 @@ def execute_request(
             "representation_batch_size": batch_size,
         },
     }
-    atomic_write_bytes(report_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
+    atomic_write_bytes(report_dir / "metrics.json", json_bytes(metrics))  # NaN -> null
     curve = plots.unlearning_curve(result.history, request.id)
     atomic_write_bytes(report_dir / "unlearning.png", plots.png_bytes(curve))
     atomic_write_bytes(report_dir / "spectrum.png", plots.png_bytes(plots.spectra(summary)))

@@ -279,7 +279,7 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs) 
         raise TypeError(f"model {name!r} got unknown options {unknown}; it accepts {allowed}")
     model = factory(in_shape, num_classes, **kwargs)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info(
+    logger.debug(  # each load builds its model: at INFO it repeats per request and method
         "built %s for input %s, %d classes: %d parameters",
         name,
         tuple(in_shape),

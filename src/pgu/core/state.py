@@ -50,7 +50,7 @@ def _request_state_hint(name: str, path: Path) -> str:
     # then has its row, and the file comes back from DVC's cache or from a replay
     return (
         f"if request {name} was processed, restore the file (`dvc checkout {path}`) or replay "
-        f"{name} (`kedro run --pipeline unlearn --params unlearn.request_id={name}`); "
+        f"{name} (`kedro run --pipelines unlearn --params unlearn.request_id={name}`); "
         "otherwise process the requests before it first"
     )
 
@@ -74,7 +74,7 @@ class StateStore:
         path = self.path(name) / MODEL
         if not path.is_file():
             hint = (
-                "run `kedro run --pipeline train` (with the same `--env`)"
+                "run `kedro run --pipelines train` (with the same `--env`)"
                 if name == "original"
                 else _request_state_hint(name, path)
             )
@@ -97,7 +97,7 @@ class StateStore:
         path = self.path(name) / RETAIN_STATS
         if not path.is_file():
             hint = (
-                "run `kedro run --pipeline representation` (with the same `--env`)"
+                "run `kedro run --pipelines representation` (with the same `--env`)"
                 if name == "original"
                 else _request_state_hint(name, path)
             )

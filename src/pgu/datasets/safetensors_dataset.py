@@ -73,8 +73,8 @@ class TensorBundleDataset(_SafetensorsFile):
             raise DatasetError(
                 f"{reason}. The file is corrupt or was not written by pgu: restore it with "
                 "`dvc checkout`, or delete it and rerun the pipeline that writes it (samples: "
-                "`kedro run --pipeline data`; an original model's statistics: `--pipeline "
-                "representation`; the poisoned model's: `--pipeline depoison --tags poison`)."
+                "`kedro run --pipelines data`; an original model's statistics: `--pipelines "
+                "representation`; the poisoned model's: `--pipelines depoison --tags poison`)."
             ) from exc
         return TensorBundle(tensors, meta)
 
@@ -111,8 +111,8 @@ class ModelDataset(_SafetensorsFile):
             raise DatasetError(
                 f"{reason}. The model file is corrupt or was not written by pgu: restore it with "
                 "`dvc checkout`, or delete it and rerun the pipeline that writes it (the "
-                "original model: `kedro run --pipeline train`; the poisoned and clean models: "
-                "`kedro run --pipeline depoison --tags poison`; the de-poisoned model: "
+                "original model: `kedro run --pipelines train`; the poisoned and clean models: "
+                "`kedro run --pipelines depoison --tags poison`; the de-poisoned model: "
                 "`--tags depoison`)."
             ) from exc
 

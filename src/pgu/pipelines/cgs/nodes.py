@@ -94,4 +94,11 @@ def preview_bases(
     retain = retain_statistics(stats.tensors, r_forget, device=device)
     _, summary = bases_from_params(retain, cgs_params, device=device)
     table = pd.DataFrame([{k: v for k, v in s.items() if k != "sigma"} for s in summary])
+    logger.info(
+        "preview of %s (from state %s): k per layer %s; written as the catalog's cgs_table and "
+        "cgs_spectrum (data/07_model_output/cgs_preview/ in conf/base)",
+        plan.request.id,
+        plan.after,
+        {s["layer"]: s["k"] for s in summary},
+    )
     return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")

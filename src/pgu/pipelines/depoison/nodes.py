@@ -178,7 +178,7 @@ def depoison_poisoned_model(
     if stats.meta.get("stats_model_sha256") != model_hash(model):
         raise CheckpointError(
             "the training-time statistics were collected with another model than the poisoned "
-            "one, so R_full - R_poisoned would be inexact: rerun `kedro run --pipeline depoison "
+            "one, so R_full - R_poisoned would be inexact: rerun `kedro run --pipelines depoison "
             "--tags poison`"
         )
     start = time.perf_counter()

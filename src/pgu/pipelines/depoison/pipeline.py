@@ -3,7 +3,7 @@
 Two tags split it where DVC does (one stage each): ``poison`` draws the scenario, trains the
 poisoned and the clean reference model and stores the poisoned model's training statistics (as
 the ``representation`` pipeline does for the original); ``depoison`` de-poisons and reports.
-``kedro run --pipeline depoison`` runs both; ``--tags depoison`` reruns only the second half.
+``kedro run --pipelines depoison`` runs both; ``--tags depoison`` reruns only the second half.
 """
 
 from kedro.pipeline import Node, Pipeline

@@ -64,6 +64,20 @@ def evaluate_requests(
     spec = workspace.states.load_model(ORIGINAL).pgu_spec
     device = resolve_device(params["device"])
     wanted = {p.request.id for p in plans if p.request.id in processed} if only is None else {only}
+    if only is None:  # `pgu-admin purge` empties superseded states: those cannot be audited
+        gone = sorted(
+            p.request.id
+            for p in plans
+            if p.request.id in wanted
+            and any(_purged(workspace, n) for n in (p.after, p.request.id) if n != ORIGINAL)
+        )
+        if gone:
+            logger.warning(
+                "not audited: %s, whose model states `pgu-admin purge` deleted (audit a request "
+                "before purging it); the others are",
+                gone,
+            )
+            wanted -= set(gone)
     read = {name for p in plans if p.request.id in wanted for name in (p.after, p.request.id)}
     for name in sorted(read):  # every state the audits read must be what the ledger records
         check_start_state(workspace.states, ledger, name)
@@ -93,8 +107,15 @@ def evaluate_requests(
             )
         )
     if not summaries:
-        logger.warning("no processed request to evaluate; run `kedro run --pipeline unlearn`")
+        logger.warning("no processed request to evaluate; run `kedro run --pipelines unlearn`")
     return summaries
+
+
+def _purged(workspace: Workspace, name: str) -> bool:
+    """A state folder that `pgu-admin purge` emptied (a missing file beside others is damage,
+    which the state checks name)."""
+    folder = workspace.states.path(name)
+    return folder.is_dir() and not any(folder.iterdir())
 
 
 def plot_latest_audit(summaries: list[dict]) -> Figure:
