@@ -81,6 +81,9 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
     project.run("evaluate", params=FAST | {"evaluate": {"request_id": "req-0001", "baselines": []}})
     assert [path.stat().st_mtime_ns for path in kept] == stamps
 
+    # a replay of req-0001 (what `make repro` does in a fresh clone): the ledger gains a row
+    # whose input is the original, after req-0002's; the lineage still chains
+    project.run("unlearn", params={"unlearn": {"request_id": "req-0001"}})
     shutil_nb = project.path / "notebooks"
     shutil_nb.mkdir()
     nb = nbformat.read(ROOT / "notebooks/walkthrough.ipynb", as_version=4)
@@ -88,7 +91,7 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
-    assert "lineage chained: True" in outputs
+    assert "3 rows for 2 requests, lineage chained: True" in outputs
     assert "served   test accuracy" in outputs
 
     # The purge removes every evaluation model that saw a forgotten sample, and only those.

@@ -28,7 +28,13 @@ from torch import nn
 
 from pgu.core import plots
 from pgu.core.baselines import BASELINES, NEEDS_RETAIN, BaselineContext, run_baseline
-from pgu.core.checkpoint import atomic_write_bytes, model_from_bytes, model_hash, model_to_bytes
+from pgu.core.checkpoint import (
+    atomic_write_bytes,
+    json_bytes,
+    model_from_bytes,
+    model_hash,
+    model_to_bytes,
+)
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace, held_out
 from pgu.core.evaluation import (
@@ -62,6 +68,12 @@ COLUMNS = [
     ("js_test", "JS test"),
     ("seconds", "time (s)"),
 ]
+# Class removal: test accuracy on the removed classes and on the others (after "test acc %").
+CLASS_COLUMNS = [
+    ("test_forget_class_acc", "test acc removed classes %"),
+    ("test_other_acc", "test acc other classes %"),
+]
+UNCHANGED = "(unchanged)"  # after the name of a model that returned its start model unchanged
 
 
 def _cached_model(folder: Path, key: str) -> bytes | None:
@@ -259,12 +271,29 @@ def shadow_rows(
     return rows, info
 
 
-def _markdown_table(rows: dict[str, dict], seconds: dict[str, float]) -> str:
-    head = "| model | " + " | ".join(label for _, label in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold the same weights and buffers (bit for bit)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(
+        sa[k].dtype == sb[k].dtype and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa
+    )
+
+
+def _markdown_table(
+    rows: dict[str, dict],
+    seconds: dict[str, float],
+    classes: bool = False,
+    unchanged: Sequence[str] = (),
+) -> str:
+    columns = list(COLUMNS)
+    if classes:
+        at = columns.index(("test_acc", "test acc %")) + 1
+        columns[at:at] = CLASS_COLUMNS
+    head = "| model | " + " | ".join(label for _, label in columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
     for name, row in rows.items():
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             v = seconds.get(name) if key == "seconds" else row.get(key)
             if v is None:
                 cells.append("–")
@@ -274,7 +303,8 @@ def _markdown_table(rows: dict[str, dict], seconds: dict[str, float]) -> str:
                 cells.append(f"{v:.2f}")
             else:
                 cells.append(f"{v:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        label = f"{name} {UNCHANGED}" if name in unchanged else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -355,6 +385,10 @@ def audit_request(
         t0 = time.perf_counter()
         models[name] = run_baseline(name, start_model, ctx)
         seconds[name] = time.perf_counter() - t0
+    # models that returned their start model as it was (e.g. stopped before any epoch was kept)
+    pgu_same = ledger_row["output_model_sha256"] == ledger_row["input_model_sha256"]
+    unchanged = ["pgu"] if pgu_same else []
+    unchanged += [n for n in params.get("baselines") or [] if _same_weights(models[n], start_model)]
 
     evals = {
         name: evaluate_model(m, sets, device, params["attack_seed"]) for name, m in models.items()
@@ -396,6 +430,7 @@ def audit_request(
         "models": rows,
         "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
         "tolerances": tolerances,
+        "unchanged": unchanged,
     }
     if shadow is not None:
         summary["shadow_attack"] = shadow
@@ -403,7 +438,7 @@ def audit_request(
             for v in summary["verdicts"].values():
                 if "d_shadow_auc" in v:
                     v["d_shadow_auc"] = "uninformative"
-    atomic_write_bytes(out / "evaluation.json", json.dumps(summary, indent=1).encode())
+    atomic_write_bytes(out / "evaluation.json", json_bytes(summary))  # strict: NaN -> null
     ents = {n: entropy(evals[n].probs["forget"]).numpy() for n in ("original", GOLD, "pgu")}
     atomic_write_bytes(
         out / "entropy.png",
@@ -418,7 +453,9 @@ def audit_request(
     )
     if shadow is not None:
         aucs = {n: r["shadow_auc"] for n, r in rows.items() if n != GOLD}
-        figure = plots.method_bars(aucs, "shadow attack AUC vs retrained (%)", request.id, 0.5)
+        figure = plots.method_bars(
+            aucs, "shadow attack AUC vs retrained", request.id, 0.5, percent=False
+        )
     else:  # DVC declares the plot: say why it is empty
         figure = plots.message("shadow-model attack off (evaluate.n_shadow = 0)", request.id)
     atomic_write_bytes(out / "shadow.png", plots.png_bytes(figure))
@@ -461,7 +498,11 @@ def _shadow_section(summary: dict, seconds: float) -> list[str]:
             f"{100 * r['shadow_member_rate']:.1f} |"
         )
     if math.isnan(seconds):
-        lines += ["", "Some shadow models came from a cache without their training time."]
+        lines += [
+            "",
+            "Some shadow models came from a cache that did not record their training time, so "
+            "the shadow attack's cost (training its shadow models) is not counted here.",
+        ]
     else:
         lines += ["", f"Training the {2 * info['n_pairs']} shadow models took {seconds:.2f} s."]
     return lines + [""]
@@ -472,12 +513,20 @@ def _report(
 ) -> str:
     rows = summary["models"]
     gold_s = seconds[GOLD]
-    lines = [
-        f"# Deletion request {summary['request_id']}",
-        "",
+    depoison = summary["kind"] == "depoison"
+    unchanged = summary.get("unchanged", [])
+    lines = [f"# Deletion request {summary['request_id']}", ""]
+    if row["output_model_sha256"] == row["input_model_sha256"]:
+        lines += [
+            f"**PGU left the model unchanged: nothing was "
+            f"{'de-poisoned' if depoison else 'unlearned'} (stop reason `{row['stop_reason']}`).**",
+            "",
+        ]
+    lines += [
         f"- kind: **{summary['kind']}**"
         + (f" (classes {summary['classes']})" if summary["classes"] else ""),
-        f"- samples forgotten: **{summary['n_forget']}**; retain set now {summary['n_retain']}",
+        f"- samples {'de-poisoned (wrong labels)' if depoison else 'forgotten'}: "
+        f"**{summary['n_forget']}**; retain set now {summary['n_retain']}",
         f"- request file sha256 `{row['request_sha256']}`",
         f"- forgotten ids sha256 `{row['ids_sha256']}`",
         f"- input model `{row['input_model_sha256']}` (state `{row['input_state']}`)",
@@ -494,11 +543,21 @@ def _report(
         "ideal). "
         "FT needs the retain data; PGU and the other baselines use only the forget and val sets.",
         "",
-        _markdown_table(rows, seconds),
-        "",
-        "## Cost",
+        _markdown_table(rows, seconds, bool(summary["classes"]), unchanged),
         "",
     ]
+    if summary["classes"]:
+        lines += [
+            "Test accuracy is also split into the removed classes and the other classes.",
+            "",
+        ]
+    if unchanged:
+        lines += [
+            f"{UNCHANGED}: the model returned its start model as it was (nothing unlearned), so "
+            "its row is the start model's.",
+            "",
+        ]
+    lines += ["## Cost", ""]
     if math.isnan(gold_s):
         lines.append("The cached gold standard's retraining time was not recorded here.")
     else:

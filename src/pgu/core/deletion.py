@@ -35,7 +35,7 @@ from pgu.core.checkpoint import (
 from pgu.core.data import SampleSet, split_set
 from pgu.core.depoisoning import DepoisonConfig, accuracy, depoison, depoison_bases
 from pgu.core.ledger import LedgerError, append_row, latest_rows, read_ledger
-from pgu.core.representation import collect_representations
+from pgu.core.representation import collect_representations, tracked_layers
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
 from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
 from pgu.core.training import predict_logits
@@ -456,7 +456,9 @@ def execute_request(
     atomic_write_bytes(report_dir / "metrics.json", json_bytes(metrics))  # NaN -> null
     curve = plots.unlearning_curve(result.history, request.id)
     atomic_write_bytes(report_dir / "unlearning.png", plots.png_bytes(curve))
-    atomic_write_bytes(report_dir / "spectrum.png", plots.png_bytes(plots.spectra(summary)))
+    order = list(tracked_layers(out_model))  # the model's layer order, not the file's
+    spectrum = plots.spectra(summary, order=order)
+    atomic_write_bytes(report_dir / "spectrum.png", plots.png_bytes(spectrum))
 
     row = {
         "request_id": request.id,

@@ -43,7 +43,12 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
-    """Forget and val accuracy (and the loss) per unlearning epoch."""
+    """Forget and val accuracy per unlearning epoch, and the loop's objective.
+
+    The right panel is the history's ``loss``: the objective the loop descends, averaged over
+    the forget set during the epoch. It is not the forget set's cross-entropy (``forget_loss``),
+    which rises while the objective falls.
+    """
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
     epochs = [h["epoch"] for h in history]
     for key, label in (
@@ -57,7 +62,11 @@ def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") ->
     if history and "loss" in history[0]:
         ax_loss.plot(epochs, [h["loss"] for h in history], marker=".")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title} unlearning".strip())
-    ax_loss.set(xlabel="epoch", ylabel="unlearning loss", title="loss on the forget set")
+    ax_loss.set(
+        xlabel="epoch",
+        ylabel="objective",
+        title="unlearning objective (mean over the forget set)",
+    )
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
     ax_acc.legend()
@@ -65,8 +74,20 @@ def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") ->
     return fig
 
 
-def spectra(layers: Sequence[Mapping], title: str = "retain statistics") -> Figure:
-    """Normalised singular values per layer with the γ cut (k) marked."""
+def spectra(
+    layers: Sequence[Mapping],
+    title: str = "retain statistics",
+    order: Sequence[str] | None = None,
+) -> Figure:
+    """Normalised singular values per layer with the γ cut (k) marked.
+
+    Panels follow ``layers``, or ``order`` (layer names, e.g. the model's tracked-layer order:
+    statistics read back from a file come in alphabetical order) with unnamed layers after it.
+    Every x-axis starts at index 1 (σ₁).
+    """
+    if order is not None:
+        rank = {name: i for i, name in enumerate(order)}
+        layers = sorted(layers, key=lambda layer: rank.get(layer["layer"], len(rank)))
     n = max(len(layers), 1)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
@@ -76,9 +97,10 @@ def spectra(layers: Sequence[Mapping], title: str = "retain statistics") -> Figu
         top = sigma[0] if sigma and sigma[0] > 0 else 1.0
         ax.semilogy(range(1, len(sigma) + 1), [max(s / top, 1e-12) for s in sigma], lw=1)
         ax.axvline(layer["k"], color="tab:red", ls="--", lw=1, label=f"k={layer['k']}")
+        ax.set_xlim(1, max(len(sigma), 2))
         ax.set_title(f"{layer['layer']} (γ={layer['gamma']:.2f})", fontsize=8)
         ax.set_xlabel("index", fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(layers) :]:
         ax.axis("off")
@@ -108,19 +130,27 @@ def entropy_histograms(entropies: Mapping[str, Sequence[float]], title: str = ""
 
 
 def method_bars(
-    values: Mapping[str, float], ylabel: str, title: str = "", ideal: float | None = None
+    values: Mapping[str, float],
+    ylabel: str,
+    title: str = "",
+    ideal: float | None = None,
+    percent: bool = True,
 ) -> Figure:
-    """One bar per method (e.g. the attack's member rate on the forget set), in percent.
+    """One bar per method (e.g. the attack's member rate on the forget set).
 
-    ``ideal`` (a fraction) draws a dashed line where a perfect method's bar would end.
+    Fractions are drawn in percent, or with ``percent=False`` as they are (0-1, e.g. an AUC,
+    as the report's tables give it). ``ideal`` (a fraction) draws a dashed line where a perfect
+    method's bar would end.
     """
+    scale, fmt = (100, ".1f") if percent else (1, ".3f")
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(values)
-    ax.bar(names, [100 * values[n] for n in names], color="tab:blue")
-    for i, n in enumerate(names):
-        ax.text(i, 100 * values[n], f"{100 * values[n]:.1f}", ha="center", va="bottom", fontsize=8)
+    heights = [scale * values[n] for n in names]
+    ax.bar(names, heights, color="tab:blue")
+    for i, h in enumerate(heights):
+        ax.text(i, h, f"{h:{fmt}}", ha="center", va="bottom", fontsize=8)
     if ideal is not None:
-        ax.axhline(100 * ideal, color="k", linestyle="--", linewidth=1, label="ideal")
+        ax.axhline(scale * ideal, color="k", linestyle="--", linewidth=1, label="ideal")
         ax.legend(fontsize=8)
     ax.set(ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)

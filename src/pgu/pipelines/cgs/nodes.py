@@ -19,7 +19,7 @@ from pgu.core.deletion import (
     plan_requests,
 )
 from pgu.core.ledger import read_ledger
-from pgu.core.representation import collect_representations
+from pgu.core.representation import collect_representations, tracked_layers
 from pgu.core.requests import ORIGINAL, load_requests
 from pgu.core.training import resolve_device
 
@@ -101,4 +101,5 @@ def preview_bases(
         plan.after,
         {s["layer"]: s["k"] for s in summary},
     )
-    return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics")
+    order = list(tracked_layers(stats_model))  # the model's layer order, not the file's
+    return table, plots.spectra(summary, title=f"{plan.request.id} retain statistics", order=order)

@@ -1,0 +1,186 @@
+"""What a request's report.md and plots tell the reader (pgu.core.audit, pgu.core.plots)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pgu.core import audit, plots
+from pgu.core.audit import GOLD, _report
+
+SAME, OTHER = "a" * 64, "b" * 64
+
+
+def _ledger_row(output_sha: str = OTHER, stop: str = "target_reached") -> dict:
+    return {
+        "request_sha256": "r",
+        "ids_sha256": "i",
+        "input_state": "original",
+        "input_model_sha256": SAME,
+        "output_model_sha256": output_sha,
+        "input_stats_sha256": "s",
+        "output_stats_sha256": "t",
+        "bases_sha256": "u",
+        "gamma": 0.95,
+        "epochs_run": 0 if output_sha == SAME else 2,
+        "stop_reason": stop,
+    }
+
+
+def _summary(kind: str = "samples", classes: tuple = (), unchanged: tuple = ()) -> dict:
+    row = {"retain_acc": 0.99, "forget_acc": 0.5, "test_acc": 0.9, "tow": 0.95}
+    if classes:
+        row.update(test_forget_class_acc=0.012, test_other_acc=0.987)
+    return {
+        "request_id": "req-0001",
+        "kind": kind,
+        "n_forget": 40,
+        "n_retain": 400,
+        "classes": list(classes),
+        "models": {GOLD: dict(row), "original": dict(row), "pgu": dict(row), "ng": dict(row)},
+        "verdicts": {"pgu": {}},
+        "tolerances": {},
+        "unchanged": list(unchanged),
+    }
+
+
+SECONDS = {GOLD: 10.0, "pgu": 1.0, "ng": 0.5}
+
+
+def test_a_request_that_changed_nothing_says_so():
+    report = _report(_summary(unchanged=["pgu"]), _ledger_row(SAME, "target_at_start"), SECONDS)
+    assert (
+        "**PGU left the model unchanged: nothing was unlearned (stop reason `target_at_start`).**"
+    ) in report
+    assert "| pgu (unchanged) |" in report
+    assert "(unchanged): the model returned its start model as it was" in report
+
+    changed = _report(_summary(), _ledger_row(OTHER), SECONDS)
+    assert "unchanged" not in changed and "| pgu |" in changed
+
+
+def test_a_depoisoning_report_speaks_of_de_poisoning():
+    report = _report(
+        _summary("depoison", unchanged=["pgu"]), _ledger_row(SAME, "no_improvement"), SECONDS
+    )
+    assert "nothing was de-poisoned (stop reason `no_improvement`)" in report
+    assert "- samples de-poisoned (wrong labels): **40**" in report
+    assert "samples forgotten" not in report and "unlearned (stop" not in report
+
+    plain = _report(_summary(), _ledger_row(), SECONDS)
+    assert "- samples forgotten: **40**" in plain and "de-poison" not in plain
+
+
+def test_a_class_report_shows_test_accuracy_on_the_removed_and_other_classes():
+    report = _report(_summary("classes", classes=(3,)), _ledger_row(), SECONDS)
+    header = next(line for line in report.splitlines() if line.startswith("| model |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    at = cells.index("test acc %")
+    assert cells[at + 1 : at + 3] == ["test acc removed classes %", "test acc other classes %"]
+    pgu = next(line for line in report.splitlines() if line.startswith("| pgu |"))
+    assert [c.strip() for c in pgu.strip("|").split("|")][at + 1 : at + 3] == ["1.2", "98.7"]
+
+    samples = _report(_summary(), _ledger_row(), SECONDS)
+    assert "removed classes" not in samples
+
+
+def test_a_baseline_that_returned_its_start_model_is_marked():
+    report = _report(_summary(unchanged=["ng"]), _ledger_row(), SECONDS)
+    assert "| ng (unchanged) |" in report and "| pgu |" in report
+    assert "PGU left the model unchanged" not in report
+
+
+def test_same_weights_compares_every_tensor_bit_for_bit():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    b = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    b.load_state_dict(a.state_dict())
+    assert audit._same_weights(a, b)
+    with torch.no_grad():
+        b[0].weight[0, 0] += 1e-6
+    assert not audit._same_weights(a, b)
+    b.load_state_dict(a.state_dict())
+    b[1].running_mean += 1.0  # a buffer counts too
+    assert not audit._same_weights(a, b)
+
+
+def test_the_shadow_section_says_what_a_missing_training_time_means():
+    summary = _summary()
+    summary["shadow_attack"] = {
+        "n_pairs": 2,
+        "held_out_auc": 0.9,
+        "min_power": 0.55,
+        "informative": True,
+    }
+    for row in summary["models"].values():
+        row.update(shadow_member_rate=0.5, shadow_auc=0.5)
+    report = _report(summary, _ledger_row(), SECONDS, shadow_seconds=math.nan)
+    assert "the shadow attack's cost (training its shadow models) is not counted here" in report
+    timed = _report(summary, _ledger_row(), SECONDS, shadow_seconds=12.0)
+    assert "Training the 4 shadow models took 12.00 s." in timed
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_method_bars_can_draw_an_auc_on_the_report_s_0_to_1_scale():
+    fig = plots.method_bars({"pgu": 1.0, "ng": 0.066}, "AUC", "req", 0.5, percent=False)
+    ax = fig.axes[0]
+    assert _texts(ax) == ["1.000", "0.066"]
+    assert [p.get_height() for p in ax.patches] == [1.0, 0.066]
+    assert ax.get_lines()[0].get_ydata()[0] == 0.5
+    plots.png_bytes(fig)
+
+    fig = plots.method_bars({"pgu": 0.25}, "member %")  # the default stays percent
+    assert _texts(fig.axes[0]) == ["25.0"]
+    plots.png_bytes(fig)
+
+
+def test_the_unlearning_curve_names_the_objective_not_the_forget_loss():
+    history = [
+        {"epoch": 0, "loss": math.nan, "forget_acc": 1.0, "val_acc": 0.9, "forget_loss": 0.1},
+        {"epoch": 1, "loss": -0.5, "forget_acc": 0.6, "val_acc": 0.9, "forget_loss": 0.8},
+    ]
+    fig = plots.unlearning_curve(history, "req-0001")
+    right = fig.axes[1]
+    assert right.get_title() == "unlearning objective (mean over the forget set)"
+    assert "loss on the forget set" not in [ax.get_title() for ax in fig.axes]
+    assert list(right.get_lines()[0].get_ydata())[1] == -0.5
+    plots.png_bytes(fig)
+
+
+def _layer(name: str, d: int, k: int) -> dict:
+    return {"layer": name, "d": d, "k": k, "gamma": 0.95, "sigma": [2.0**-i for i in range(d)]}
+
+
+def test_spectra_keep_the_model_s_layer_order_and_start_every_axis_at_1():
+    layers = [  # as statistics read back from a file give them: alphabetical
+        _layer("classifier.fc1", 512, 390),
+        _layer("features.conv1", 9, 7),
+        _layer("features.conv2", 288, 222),
+    ]
+    order = ["features.conv1", "features.conv2", "classifier.fc1"]
+    fig = plots.spectra(layers, order=order)
+    shown = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title().split(" ")[0] for ax in shown] == order
+    assert [ax.get_xlim() for ax in shown] == [(1, 9), (1, 288), (1, 512)]
+    plots.png_bytes(fig)
+
+    # without an order the received order is kept; unnamed layers go last
+    same = plots.spectra(layers)
+    assert [ax.get_title().split(" ")[0] for ax in same.axes[:3]] == [x["layer"] for x in layers]
+    plots.png_bytes(same)
+    partial = plots.spectra(layers, order=["features.conv2"])
+    assert [ax.get_title().split(" ")[0] for ax in partial.axes[:3]] == [
+        "features.conv2",
+        "classifier.fc1",
+        "features.conv1",
+    ]
+    plots.png_bytes(partial)
+
+
+@pytest.mark.parametrize("d", [0, 1])
+def test_spectra_of_a_tiny_layer_still_draw(d):
+    plots.png_bytes(plots.spectra([_layer("fc", d, d)]))
