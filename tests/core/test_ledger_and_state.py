@@ -126,3 +126,14 @@ def test_the_data_check_reads_r_fulls_header_and_refuses_other_data(tmp_path, ca
     (store.path("original") / "retain_stats.safetensors").write_bytes(b"\xff" * 40)
     with pytest.raises(CheckpointError, match="unreadable header"):
         store.stats_meta("original")
+
+
+def test_a_purged_state_is_an_empty_folder_not_a_damaged_one(tmp_path):
+    store = StateStore(tmp_path / "states")
+    assert not store.purged("req-0001")  # never written: missing, not purged
+    store.commit("req-0001", {"model.safetensors": b"m", "bases.safetensors": b"b"})
+    assert not store.purged("req-0001")
+    (store.path("req-0001") / "model.safetensors").unlink()
+    assert not store.purged("req-0001")  # a file gone beside others: damage
+    (store.path("req-0001") / "bases.safetensors").unlink()
+    assert store.purged("req-0001")  # what `pgu-admin purge` leaves

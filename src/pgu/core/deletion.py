@@ -159,9 +159,10 @@ def check_data_unchanged(
     stored = meta.get("data_sha256")
     if stored is None:
         logger.warning(
-            "the original's statistics predate data fingerprints, so this run cannot check that "
-            "it reads the data they were collected over; rerun `kedro run --pipelines "
-            "representation` (or `dvc repro`) to record one"
+            "the statistics of state %r predate data fingerprints, so this run cannot check "
+            "that it reads the data they were collected over; rerun `kedro run --pipelines "
+            "representation` (or `dvc repro`) to record one",
+            name,
         )
         return {}
     if stored != fingerprint:

@@ -115,10 +115,13 @@ class StateStore:
             with safe_open(path, framework="pt") as f:
                 return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
         except Exception as exc:  # safetensors raises its own types for a damaged header
-            raise CheckpointError(
-                f"{path}: unreadable header ({exc}). The file is corrupt or was not written by "
-                "pgu: restore it (`dvc checkout`) or reproduce it (`dvc repro`)."
-            ) from exc
+            raise CheckpointError(f"{path}: unreadable header ({exc}); {RESTORE_HINT}") from exc
+
+    def purged(self, name: str) -> bool:
+        """Whether `pgu-admin purge` emptied the state's folder (a missing file beside others is
+        damage, which :func:`pgu.core.deletion.check_start_state` names)."""
+        folder = self.path(name)
+        return folder.is_dir() and not any(folder.iterdir())
 
     def commit(self, name: str, files: dict[str, bytes]) -> Path:
         """Atomically make ``files`` the complete content of state ``name``."""

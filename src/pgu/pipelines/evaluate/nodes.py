@@ -69,7 +69,7 @@ def evaluate_requests(
             p.request.id
             for p in plans
             if p.request.id in wanted
-            and any(_purged(workspace, n) for n in (p.after, p.request.id) if n != ORIGINAL)
+            and any(workspace.states.purged(n) for n in (p.after, p.request.id) if n != ORIGINAL)
         )
         if gone:
             logger.warning(
@@ -109,13 +109,6 @@ def evaluate_requests(
     if not summaries:
         logger.warning("no processed request to evaluate; run `kedro run --pipelines unlearn`")
     return summaries
-
-
-def _purged(workspace: Workspace, name: str) -> bool:
-    """A state folder that `pgu-admin purge` emptied (a missing file beside others is damage,
-    which the state checks name)."""
-    folder = workspace.states.path(name)
-    return folder.is_dir() and not any(folder.iterdir())
 
 
 def plot_latest_audit(summaries: list[dict]) -> Figure:
