@@ -184,18 +184,28 @@ CIFAR10_DEFAULTS: dict[str, Any] = {
 def load_conf() -> dict[str, Any]:
     """The parameter blocks of the ``cifar10`` environment: conf/base, then conf/cifar10 on top.
 
-    Like Kedro's default (destructive) merge, a top-level key of conf/cifar10 replaces the whole
-    block of conf/base. Without PyYAML, :data:`CIFAR10_DEFAULTS`.
+    Key by key, as the project's Kedro settings merge parameters (``merge_strategy: soft``):
+    what conf/cifar10 leaves out stays conf/base's. Without PyYAML, :data:`CIFAR10_DEFAULTS`.
     """
     try:
         import yaml
     except ImportError:
         logger.warning("PyYAML is missing: using the built-in copy of conf/cifar10")
         return copy.deepcopy(CIFAR10_DEFAULTS)
+
+    def merge(into: dict[str, Any], over: dict[str, Any]) -> None:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
     merged: dict[str, Any] = {}
     for env in ("base", "cifar10"):
+        env_blocks: dict[str, Any] = {}  # an environment's files are disjoint blocks
         for path in sorted((ROOT / "conf" / env).glob("parameters*.yml")):
-            merged.update(yaml.safe_load(path.read_text()) or {})
+            env_blocks.update(yaml.safe_load(path.read_text()) or {})
+        merge(merged, env_blocks)
     conf = {key: merged[key] for key in CONF_KEYS}
     conf["evaluate"] = {key: merged["evaluate"][key] for key in EVALUATE_KEYS}
     return conf
@@ -1147,6 +1157,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
@@ -1173,6 +1191,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpus": os.cpu_count(),
+        "cpu": cpu_model(),  # CPU bytes follow the CPU's model and kernels (README, "Determinism")
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_at_start": os.getloadavg()[0],
     }
     logger.info("environment: %s", env)
