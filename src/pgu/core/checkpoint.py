@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,19 @@ def json_bytes(obj: Any) -> bytes:
         return o
 
     return json.dumps(finite(obj), indent=1, allow_nan=False).encode()
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """The temporary files that :func:`atomic_write_bytes` calls for ``path`` left behind.
+
+    A process killed between creating its temporary file and renaming it (SIGKILL, power loss)
+    leaves ``.<name>.<8 random characters>.tmp`` beside ``path``: the whole file's size, hidden.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    return sorted(f for f in path.parent.iterdir() if pattern.match(f.name) and f.is_file())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

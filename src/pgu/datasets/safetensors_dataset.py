@@ -11,6 +11,7 @@ same outputs and must not race rank 0 for the file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,20 +26,37 @@ from pgu.core.checkpoint import (
     atomic_write_bytes,
     model_from_bytes,
     model_to_bytes,
+    stale_temporaries,
     tensors_from_bytes,
     tensors_to_bytes,
 )
 
+logger = logging.getLogger(__name__)
+
+
+def missing_file_error(path: str | Path, made_by: str | None) -> DatasetError:
+    """The error for an input file that is not there: which command writes it."""
+    if made_by is None:
+        return DatasetError(f"{path} does not exist; run the pipeline that produces it first")
+    return DatasetError(
+        f"{path} does not exist; `{made_by}` writes it: run that first (with this run's --env, "
+        "if it has one), or `dvc checkout` it if DVC tracks it"
+    )
+
 
 class _SafetensorsFile(AbstractDataset):
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, filepath: str, metadata: dict[str, Any] | None = None, *, made_by: str | None = None
+    ) -> None:
+        """``made_by``: the command that writes the file, named when it is missing."""
         self._filepath = PurePosixPath(filepath)
+        self._made_by = made_by
         self.metadata = metadata
 
     def _read(self) -> bytes:
         path = Path(self._filepath)
         if not path.is_file():
-            raise DatasetError(f"{path} does not exist; run the pipeline that produces it first")
+            raise missing_file_error(path, self._made_by)
         return path.read_bytes()
 
     def _write(self, data: bytes) -> None:
@@ -46,6 +64,9 @@ class _SafetensorsFile(AbstractDataset):
         # all save the same datasets (pgu.hooks swaps outputs for in-memory datasets on ranks
         # other than 0 and synchronises once, after the run).
         if distributed.is_main_process():
+            for stale in stale_temporaries(self._filepath):  # a killed earlier write's
+                stale.unlink(missing_ok=True)
+                logger.info("removed %s (a killed run's temporary file)", stale)
             atomic_write_bytes(self._filepath, data)
 
     def _exists(self) -> bool:
