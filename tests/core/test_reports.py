@@ -151,6 +151,45 @@ def test_the_unlearning_curve_names_the_objective_not_the_forget_loss():
     plots.png_bytes(fig)
 
 
+def test_the_unlearning_curve_draws_undone_tries_off_the_path_and_marks_the_returned_epoch():
+    def rec(epoch: int, acc: float, accepted: bool = True) -> dict:
+        return {
+            "epoch": epoch,
+            "loss": -acc,
+            "forget_acc": acc,
+            "val_acc": 0.9,
+            "accepted": accepted,
+        }
+
+    # epoch 1 overshot twice before its third try held; epoch 2 was kept; epoch 3 jumped the band
+    history = [rec(0, 1.0), rec(1, 0.1, False), rec(1, 0.4, False), rec(1, 0.8)]
+    history += [rec(2, 0.7), rec(3, 0.2)]
+    fig = plots.unlearning_curve(history, "req-0001", kept_epoch=2)
+    left, right = fig.axes[:2]
+    forget = next(line for line in left.get_lines() if line.get_label() == "forget set")
+    assert list(forget.get_xdata()) == [0, 1, 2, 3]  # one point per epoch: no zigzag
+    assert list(forget.get_ydata()) == [100.0, 80.0, 70.0, 20.0]
+    crosses = [
+        line for line in left.get_lines() if line.get_marker() == "x" and len(line.get_xdata())
+    ]
+    assert [list(c.get_xdata()) for c in crosses] == [[1, 1], [1, 1]]  # forget set, val
+    assert list(crosses[0].get_ydata()) == [10.0, 40.0]
+    assert crosses[0].get_color() == forget.get_color()
+    for ax in (left, right):  # the returned epoch on both panels
+        assert any(list(line.get_xdata()) == [2, 2] for line in ax.get_lines())
+    labels = left.get_legend_handles_labels()[1]
+    assert "undone try" in labels and "returned: epoch 2" in labels
+    assert list(right.get_lines()[0].get_xdata()) == [0, 1, 2, 3]
+    plots.png_bytes(fig)
+
+    plain = plots.unlearning_curve(history[:1])  # no tries undone, no epoch given: neither mark
+    assert plain.axes[0].get_legend_handles_labels()[1] == ["forget set", "val"]
+
+    # as metrics.json gives it back: epoch 0's objective is null (strict JSON), drawn as a gap
+    from_json = plots.unlearning_curve([{**history[0], "loss": None}, history[3]])
+    assert math.isnan(from_json.axes[1].get_lines()[0].get_ydata()[0])
+
+
 def _layer(name: str, d: int, k: int) -> dict:
     return {"layer": name, "d": d, "k": k, "gamma": 0.95, "sigma": [2.0**-i for i in range(d)]}
 

@@ -361,6 +361,7 @@ def audit_request(
         spec,
         recipe,
         device,
+        label=f"{request.id}: gold standard",
         lineage=lineage,
     )
     models[GOLD] = gold
@@ -382,9 +383,12 @@ def audit_request(
     )
     for name in params.get("baselines") or []:
         ctx = BaselineContext(retain=sets.retain if name in NEEDS_RETAIN else None, **ctx_args)
+        # the baselines' own loops log as PGU's does: say whose lines follow
+        logger.info("%s: baseline %s, from state %s", request.id, name, plan.after)
         t0 = time.perf_counter()
         models[name] = run_baseline(name, start_model, ctx)
         seconds[name] = time.perf_counter() - t0
+        logger.info("%s: baseline %s done in %.1f s", request.id, name, seconds[name])
     # models that returned their start model as it was (e.g. stopped before any epoch was kept)
     pgu_same = ledger_row["output_model_sha256"] == ledger_row["input_model_sha256"]
     unchanged = ["pgu"] if pgu_same else []

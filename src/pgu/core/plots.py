@@ -7,6 +7,7 @@ Every function returns a ``matplotlib.figure.Figure`` and never shows or saves i
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -42,15 +43,41 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
+def unlearning_curve(
+    history: Sequence[Mapping[str, float]], title: str = "", kept_epoch: int | None = None
+) -> Figure:
     """Forget and val accuracy per unlearning epoch, and the loop's objective.
+
+    The lines follow the epochs the loop went on from; a try undone by a backtrack (``accepted``
+    false: the epoch was run again with half the step) is a cross off the line, so the path does
+    not zigzag back. ``kept_epoch``, the epoch whose weights the request returned, is a dotted
+    vertical line: a guard or an overshoot keeps an earlier epoch than the last one run.
 
     The right panel is the history's ``loss``: the objective the loop descends, averaged over
     the forget set during the epoch. It is not the forget set's cross-entropy (``forget_loss``),
     which rises while the objective falls.
     """
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = [h["epoch"] for h in history]
+    path = [h for h in history if h.get("accepted", True)]
+    undone = [h for h in history if not h.get("accepted", True)]
+
+    def values(records: list, key: str, factor: float) -> list[float]:  # JSON's null: a gap
+        return [math.nan if h[key] is None else factor * h[key] for h in records]
+
+    def draw(ax: plt.Axes, key: str, factor: float, label: str | None) -> None:
+        (line,) = ax.plot(
+            [h["epoch"] for h in path], values(path, key, factor), marker=".", label=label
+        )
+        if undone:
+            ax.plot(
+                [h["epoch"] for h in undone],
+                values(undone, key, factor),
+                linestyle="none",
+                marker="x",
+                color=line.get_color(),
+                alpha=0.6,
+            )
+
     for key, label in (
         ("forget_acc", "forget set"),
         ("val_acc", "val"),
@@ -58,9 +85,15 @@ def unlearning_curve(history: Sequence[Mapping[str, float]], title: str = "") ->
         ("other_val_acc", "other classes (val)"),
     ):
         if history and key in history[0]:
-            ax_acc.plot(epochs, [100 * h[key] for h in history], marker=".", label=label)
+            draw(ax_acc, key, 100.0, label)
     if history and "loss" in history[0]:
-        ax_loss.plot(epochs, [h["loss"] for h in history], marker=".")
+        draw(ax_loss, "loss", 1.0, None)
+    if undone:  # one legend entry for every cross
+        ax_acc.plot([], [], linestyle="none", marker="x", color="grey", label="undone try")
+    if kept_epoch is not None:
+        for ax in (ax_acc, ax_loss):
+            ax.axvline(kept_epoch, color="grey", linestyle=":", linewidth=1)
+        ax_acc.plot([], [], color="grey", linestyle=":", label=f"returned: epoch {kept_epoch}")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{title} unlearning".strip())
     ax_loss.set(
         xlabel="epoch",
