@@ -278,3 +278,63 @@ def test_a_queue_is_checked_against_the_index_of_its_own_environment(tmp_path, m
     assert list(other.iterdir()) == []
     args = ["--ids", "5000", "--requests", str(other), "--index", str(cifar_index)]
     assert main(["file-request", *args]) == 0
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(tmp_path, capsys):
+    data = tmp_path / "data"
+    requests = data / "01_raw" / "deletion_requests"
+    requests.mkdir(parents=True)
+    _index(tmp_path, name="data/02_intermediate/sample_index.csv")
+    assert main(["file-request", "--requests", str(requests), "--ids", "1,2"]) == 0
+    assert main(["file-request", "--requests", str(requests), "--classes", "1"]) == 0
+    states, ledger = data / "06_models" / "states", data / "08_reporting" / "ledger.csv"
+    _process(states, ledger, ["req-0001", "req-0002"])
+    for folder in ("08_reporting/requests/req-0001", "06_models/retrained/req-0002/shadow/0-with"):
+        (data / folder).mkdir(parents=True)
+        (data / folder / "file").write_text(folder)
+    (data / "02_intermediate" / "other.txt").write_text("not a request's")
+    before = _tree(data)
+    capsys.readouterr()
+
+    assert main(["archive", "--requests", str(requests), "--dry-run"]) == 0
+    assert "would move" in capsys.readouterr().out
+    assert _tree(data) == before
+
+    assert main(["archive", "--requests", str(requests)]) == 0
+    out = capsys.readouterr().out
+    (archive,) = (data / "archive").iterdir()  # <root>/archive/<UTC stamp>/
+    moved = {
+        k for k in before if not k.startswith(("02_intermediate", "06_models/states/original"))
+    }
+    assert _tree(archive) == {k: before[k] for k in moved}  # every byte kept, at its path
+    assert {k: v for k, v in _tree(data).items() if not k.startswith("archive")} == {
+        k: v for k, v in before.items() if k not in moved
+    } | {"01_raw/deletion_requests/queue.yml": (requests / "queue.yml").read_bytes()}
+    assert load_requests(requests) == []
+    assert "still holds models that saw the samples" in out
+    # the new queue starts over: ids restart and may name samples the old queue forgot
+    assert main(["file-request", "--requests", str(requests), "--ids", "1,2,3"]) == 0
+    assert [r.id for r in load_requests(requests)] == ["req-0001"]
+
+    assert main(["archive", "--requests", str(requests)]) == 0  # req-0001 just filed
+    assert len(list((data / "archive").iterdir())) == 2  # within the same second: apart
+    assert main(["archive", "--requests", str(requests)]) == 0
+    assert "nothing to archive" in capsys.readouterr().out
+
+
+def test_archive_keeps_another_environment_s_layout_and_refuses_an_unknown_one(tmp_path, capsys):
+    requests = tmp_path / "data" / "01_raw" / "cifar10" / "deletion_requests"
+    requests.mkdir(parents=True)
+    _index(tmp_path, name="data/02_intermediate/cifar10/sample_index.csv")
+    assert main(["file-request", "--requests", str(requests), "--ids", "3"]) == 0
+    assert main(["archive", "--requests", str(requests)]) == 0
+    (archive,) = (tmp_path / "data" / "archive" / "cifar10").iterdir()
+    assert (archive / "01_raw" / "cifar10" / "deletion_requests" / "req-0001.yml").is_file()
+    capsys.readouterr()
+    assert main(["archive", "--requests", str(tmp_path / "requests")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pgu-admin: ") and "01_raw/<sub>/deletion_requests" in err

@@ -5,6 +5,7 @@
     pgu-admin file-request --classes 3
     pgu-admin file-request --random-fraction 0.1 --seed 0     # a random share of the train split
     pgu-admin purge [--dry-run]
+    pgu-admin archive [--dry-run]       # start over: move the queue's whole history aside
 
 Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
 ``kedro run --pipelines unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +33,12 @@ from pgu.core.requests import (
     DeletionRequest,
     RequestError,
     beside_requests,
+    check_new_request,
     file_request,
     load_requests,
     resolve,
 )
-from pgu.core.retention import purge_superseded
+from pgu.core.retention import archive_queue, purge_superseded
 
 REQUESTS = "data/01_raw/deletion_requests"
 INDEX_COLUMNS = ("sample_id", "label", "split")
@@ -126,6 +129,7 @@ def _file(args: argparse.Namespace) -> Path:
         rng = np.random.default_rng(args.seed)
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
     classes = [c for text in args.classes or [] for c in _ints(text, "--classes")]
+    check_new_request(ids, classes, args.purpose)  # its shape first, then its ids
     if ids or classes:
         new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
         num_classes = int(index["label"].max()) + 1
@@ -189,20 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--dvc-cache", default=".dvc/cache", help="DVC's cache, whose copies are deleted too"
     )
+    a = sub.add_parser(
+        "archive",
+        help="start a new queue (new data, a retrained model): move the requests, ledger, "
+        "reports, request states and evaluation caches to <root>/archive/<stamp>/",
+    )
+    a.add_argument("--dry-run", action="store_true", help="only list what would be moved")
+    a.add_argument("--requests", default=REQUESTS, help="the request folder of the queue")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "file-request":
             path = _file(args)
             if Path(args.requests) == Path(REQUESTS):
-                how = "`kedro run --pipelines unlearn` or `dvc repro`"
+                how = "`kedro run --pipelines unlearn` (with your --env, if any) or `dvc repro`"
             else:  # another environment's queue (DVC tracks only conf/base's)
                 how = "`kedro run --env <env> --pipelines unlearn` (the env whose catalog has it)"
             print(f"filed {path}; process it with {how}")
+        elif args.command == "archive":
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            for line in archive_queue(args.requests, stamp, args.dry_run):
+                print(line)
         else:
             for line in purge_superseded(args.states, args.ledger, args.dvc_cache, args.dry_run):
                 print(line)
-    except (RequestError, LedgerError, FileNotFoundError, ValueError) as exc:
+    except (RequestError, LedgerError, OSError, ValueError) as exc:
         print(f"pgu-admin: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -119,8 +119,10 @@ def test_unknown_option_is_named():
 
 
 def test_image_model_rejects_flat_shape():
-    with pytest.raises(ValueError, match="in_shape"):
-        build_model("small_vgg", (3072,), 10)
+    with pytest.raises(ValueError, match=r"got \(3072,\): for tabular data .*name: mlp"):
+        build_model("small_vgg", (3072,), 10)  # a csv source's features: name the fix
+    with pytest.raises(ValueError, match=r"got \(8, 8\)$"):
+        build_model("digits_cnn", (8, 8), 10)
 
 
 def _pool_input(seed: int) -> torch.Tensor:

@@ -54,8 +54,10 @@ def test_parse_valid_request(tmp_path):
     ],
 )
 def test_malformed_requests_are_rejected_with_their_reason(tmp_path, text, message):
-    with pytest.raises(RequestError, match=message):
+    with pytest.raises(RequestError, match=message) as caught:
         parse_request(_write(tmp_path, "r1", text))
+    # one message: no parser traceback chained above it ("The above exception was ...")
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
 
 
 def test_resolve_checks_every_id(tmp_path, index):
@@ -67,6 +69,7 @@ def test_resolve_checks_every_id(tmp_path, index):
     assert resolve(req("{classes: [1]}"), index, none, 3).tolist() == [1, 4, 7]
     assert resolve(req("{classes: [1]}"), index, np.array([4]), 3).tolist() == [1, 7]
     assert resolve(req("{sample_ids: [0], classes: [1]}"), index, none, 3).tolist() == [0, 1, 4, 7]
+    assert resolve(req("{classes: [0, 1]}"), index, none, 3).size == 6  # one class left to keep
     cases = [
         ("{sample_ids: [1, 1]}", none, "duplicate sample ids \\[1\\]"),
         ("{sample_ids: [99]}", none, "unknown sample ids \\[99\\]"),
@@ -76,6 +79,9 @@ def test_resolve_checks_every_id(tmp_path, index):
         ("{classes: [-1]}", none, "out of range"),
         ("{classes: [0, 0]}", none, "listed twice"),
         ("{classes: [0]}", np.array([0, 3, 6]), "no training samples left"),
+        # nothing would be left to retain: no statistics, no reference, nothing to keep
+        ("{classes: [0, 1, 2]}", none, "would forget every training sample still retained \\(9\\)"),
+        ("{sample_ids: [1, 4, 7], classes: [2]}", np.array([0, 3, 6]), "retained \\(6\\)"),
     ]
     for text, forgotten, message in cases:
         with pytest.raises(RequestError, match=message):

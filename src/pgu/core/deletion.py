@@ -10,7 +10,6 @@ aggregate metrics and hashes.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from pgu.core.checkpoint import (
     model_to_bytes,
     sha256_bytes,
     sha256_file,
+    stale_temporaries,
     tensors_to_bytes,
 )
 from pgu.core.data import SampleSet, split_set
@@ -172,7 +172,8 @@ def check_data_unchanged(
             "again since, with other data or split settings): requests would subtract samples "
             "R_full never summed. Restore them (`dvc checkout data/02_intermediate`; under "
             "`--env cifar10`, its `cifar10/` files), or start over on this data: `kedro run` "
-            "(data, train, representation), then process the requests again"
+            "(data, train, representation), then process the requests again, or, if they "
+            "were filed against the old data, `pgu-admin archive` for a new queue"
         )
     return meta
 
@@ -309,7 +310,6 @@ def _taken(row: dict) -> tuple[str, str]:
     return row["input_model_sha256"], row["input_stats_sha256"]
 
 
-_TMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write_bytes's temporary names
 _REPORT_FILES = ("metrics.json", "unlearning.png", "spectrum.png")  # what execute_request writes
 
 
@@ -320,14 +320,13 @@ def clean_leftovers(workspace: Workspace) -> list[str]:
     and the atomic writes of a request's report files and of the ledger.
     """
     lines = workspace.states.clean_leftovers()
-    ledger = workspace.ledger_path
-    candidates = list(ledger.parent.glob(f".{ledger.name}.*.tmp"))
-    for name in _REPORT_FILES:
-        candidates += workspace.reports_root.glob(f"*/.{name}.*.tmp")
-    for path in sorted(candidates):
-        if _TMP_FILE.match(path.name) and path.is_file():
-            path.unlink()
-            lines.append(f"removed {path} (an interrupted write's temporary file)")
+    candidates = stale_temporaries(workspace.ledger_path)
+    for folder in sorted(workspace.reports_root.glob("*/")):
+        for name in _REPORT_FILES:
+            candidates += stale_temporaries(folder / name)
+    for path in candidates:
+        path.unlink()
+        lines.append(f"removed {path} (an interrupted write's temporary file)")
     return lines
 
 
@@ -455,7 +454,7 @@ def execute_request(
         },
     }
     atomic_write_bytes(report_dir / "metrics.json", json_bytes(metrics))  # NaN -> null
-    curve = plots.unlearning_curve(result.history, request.id)
+    curve = plots.unlearning_curve(result.history, request.id, result.kept_epoch)
     atomic_write_bytes(report_dir / "unlearning.png", plots.png_bytes(curve))
     order = list(tracked_layers(out_model))  # the model's layer order, not the file's
     spectrum = plots.spectra(summary, order=order)

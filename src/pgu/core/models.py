@@ -26,7 +26,12 @@ logger = logging.getLogger(__name__)
 def _image_shape(in_shape: Sequence[int], model: str) -> tuple[int, int, int]:
     """Check that ``in_shape`` is ``(C, H, W)`` and return it as a tuple of ints."""
     if len(in_shape) != 3:
-        raise ValueError(f"{model} expects in_shape (C, H, W), got {tuple(in_shape)}")
+        hint = (
+            ": for tabular data (the csv source) set `model: {name: mlp}` in parameters_train.yml"
+            if len(in_shape) == 1
+            else ""
+        )
+        raise ValueError(f"{model} expects in_shape (C, H, W), got {tuple(in_shape)}{hint}")
     c, h, w = (int(s) for s in in_shape)
     return c, h, w
 

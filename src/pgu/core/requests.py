@@ -80,14 +80,14 @@ def _load_yaml(path: Path, data: bytes, shape: str) -> object:
         raise RequestError(
             f"{path}: key {exc.key!r} appears twice (the second at line {exc.line}); YAML "
             "would keep only the last, so merge them into one"
-        ) from exc
+        ) from None  # the message says it all: no chained traceback above it
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)  # one line, not PyYAML's multi-line report
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise RequestError(
             f"{path} is not valid YAML ({problem}{where}); expected {shape}"
-        ) from exc
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ def resolve(
 
     Raises:
         RequestError: duplicate, unknown, non-train or already-forgotten ids; classes out of
-            range; a request that resolves to no sample.
+            range; a request that resolves to no sample, or to every training sample left.
     """
     where = f"request {request.id}"
     _check_int64(request.sample_ids, f"{where}: sample ids")
@@ -294,7 +294,9 @@ def resolve(
         raise RequestError(
             f"{where}: unknown sample ids {unknown[:10].tolist()} (not in the sample index; "
             "ids are the sample_id column of data/02_intermediate/sample_index.csv, or of "
-            "data/02_intermediate/cifar10/sample_index.csv under `--env cifar10`)"
+            "data/02_intermediate/cifar10/sample_index.csv under `--env cifar10`; a queue filed "
+            "against other data, such as the bundled digits examples, is set aside with "
+            "`pgu-admin archive`)"
         )
     splits = known.loc[uniq, "split"].to_numpy()
     held_out = uniq[splits != "train"]
@@ -303,7 +305,8 @@ def resolve(
             f"{where}: ids {held_out[:10].tolist()} are in the val/test splits, which the model "
             "never trained on; only training samples can be forgotten (if this request was "
             "processed before, the sample index has been rebuilt since, e.g. with another "
-            "split: restore it with `dvc checkout`, or retrain and start a new queue)"
+            "split: restore it with `dvc checkout`, or retrain and start a new queue with "
+            "`pgu-admin archive`)"
         )
     repeat = np.intersect1d(uniq, already_forgotten)
     if repeat.size:
@@ -321,7 +324,15 @@ def resolve(
         raise RequestError(
             f"{where}: classes {list(request.classes)} have no training samples left"
         )
-    return np.union1d(uniq, class_ids).astype(np.int64)
+    forget = np.union1d(uniq, class_ids).astype(np.int64)
+    all_train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
+    if np.setdiff1d(all_train, np.union1d(forget, already_forgotten)).size == 0:
+        raise RequestError(
+            f"{where}: it would forget every training sample still retained ({forget.size}), "
+            "leaving no data for the model to keep; there is nothing to unlearn towards: train "
+            "a new model on new data instead"
+        )
+    return forget
 
 
 def beside_requests(folder: str | Path, layer: str, name: str) -> Path | None:
@@ -349,6 +360,17 @@ def _next_id(taken: set[str]) -> str:
     return f"req-{max(numbers, default=0) + 1:04d}"
 
 
+def check_new_request(sample_ids: Sequence[int], classes: Sequence[int], purpose: str) -> None:
+    """What :func:`parse_request` would refuse in a request's shape, refused before it is filed
+    (and before its ids are checked against the index)."""
+    if not sample_ids and not classes:
+        raise RequestError("the request is empty; give sample_ids or classes to forget")
+    if purpose not in PURPOSES:
+        raise RequestError(f"purpose {purpose!r} is not one of {list(PURPOSES)}")
+    if purpose == "depoison" and classes:
+        raise RequestError("a de-poisoning request names mislabelled samples: give sample_ids")
+
+
 def file_request(
     folder: str | Path,
     sample_ids: Sequence[int] = (),
@@ -369,13 +391,7 @@ def file_request(
     folder = Path(folder)
     # any sequence of integers: a list, a numpy array, a tensor
     sample_ids, classes = [int(i) for i in sample_ids], [int(c) for c in classes]
-    # what parse_request would refuse, refused before anything is written
-    if not sample_ids and not classes:
-        raise RequestError("the request is empty; give sample_ids or classes to forget")
-    if purpose not in PURPOSES:
-        raise RequestError(f"purpose {purpose!r} is not one of {list(PURPOSES)}")
-    if purpose == "depoison" and classes:
-        raise RequestError("a de-poisoning request names mislabelled samples: give sample_ids")
+    check_new_request(sample_ids, classes, purpose)
     _check_int64(sample_ids, "sample ids")
     _check_int64(classes, "classes")
     if request_id is not None:

@@ -18,11 +18,12 @@ latest request's gold standard and its shadow models "without" the forget set ar
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from pgu.core.deletion import check_start_state
 from pgu.core.ledger import LedgerError, read_ledger
-from pgu.core.requests import ORIGINAL
+from pgu.core.requests import ORIGINAL, QUEUE_FILE, beside_requests
 from pgu.core.state import MODEL, StateStore
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
@@ -111,4 +112,63 @@ def purge_superseded(
                 cached.unlink(missing_ok=True)
     if not doomed:
         lines.append("nothing superseded is left on disk")
+    return lines
+
+
+def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -> list[str]:
+    """Move a queue's whole history aside, to start a new queue on new data or a new model.
+
+    ``requests_dir`` is laid out as in the catalog (``<root>/01_raw/<sub>/deletion_requests``).
+    Moved under ``<root>/archive/<sub>/<stamp>/``, each to its path relative to ``<root>``: the
+    request files and the queue, the ledger, every request's reports, every state but
+    ``original`` (the current model, which the train pipeline replaces) and the evaluation
+    caches. Nothing is deleted; an empty queue is left. The archived states still hold models
+    that saw what their requests forgot: delete the archive, or purge first, where that matters.
+
+    Returns:
+        One line per action.
+    """
+    requests_dir = Path(requests_dir)
+    ledger = beside_requests(requests_dir, "08_reporting", "ledger.csv")
+    if ledger is None:
+        raise ValueError(
+            f"--requests {requests_dir} is not a <root>/01_raw/<sub>/deletion_requests folder, "
+            "so where its ledger, states and reports are cannot be told"
+        )
+    parts = requests_dir.parts
+    root = Path(*parts[: len(parts) - 1 - parts[::-1].index("01_raw")])  # before the last 01_raw
+    states = beside_requests(requests_dir, "06_models", "states")
+    moving = sorted(requests_dir.glob("*.yml")) if requests_dir.is_dir() else []
+    moving += [ledger] if ledger.is_file() else []
+    for folder in (beside_requests(requests_dir, "08_reporting", "requests"), states):
+        if folder.is_dir():
+            moving += sorted(f for f in folder.iterdir() if f.name != ORIGINAL)
+    retrained = states.parent / RETRAINED
+    moving += [retrained] if retrained.is_dir() else []
+    if not [path for path in moving if path.name != QUEUE_FILE]:  # an empty queue is no history
+        return [f"nothing to archive: no request filed in {requests_dir} and no ledger {ledger}"]
+    target = beside_requests(requests_dir, "archive", stamp)  # <root>/archive/<sub>/<stamp>
+    n = 1
+    while target.exists():  # archived twice within a stamp: never mix two archives
+        n += 1
+        target = beside_requests(requests_dir, "archive", f"{stamp}-{n}")
+    verb = "would move" if dry_run else "moved"
+    lines = []
+    for path in moving:
+        dest = target / path.relative_to(root)
+        if not dry_run:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, dest)
+        lines.append(f"{verb} {path} -> {dest}")
+    if not dry_run:
+        requests_dir.mkdir(parents=True, exist_ok=True)
+        (requests_dir / QUEUE_FILE).write_text(
+            "# Processing order of deletion requests; `after` is the state each one starts from.\n"
+            "requests: {}\n"
+        )
+        lines.append(f"started an empty queue {requests_dir / QUEUE_FILE}")
+    lines.append(
+        f"{target} still holds models that saw the samples its requests forgot: delete it "
+        "when the record is no longer needed"
+    )
     return lines

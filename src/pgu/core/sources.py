@@ -333,7 +333,7 @@ def _read_pickle(path: Path, layout: _CifarLayout, root: Path) -> dict[str, Any]
         raise DataSourceError(
             f"Corrupt {layout.title} file {path}: cannot unpickle it ({exc}). "
             f"{layout.how_to_get(root)}"
-        ) from exc
+        ) from None  # the message quotes the cause: no chained traceback above it
     if not isinstance(entry, dict):
         raise DataSourceError(
             f"Corrupt {layout.title} file {path}: expected a pickled dict, got "
@@ -555,7 +555,7 @@ def _decode_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.nda
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataSourceError(
             f"Cannot read image {file}: {exc}. Replace or delete the corrupt file."
-        ) from exc
+        ) from None
     if array.ndim == 2:
         return array[None, :, :]  # (1, H, W)
     return np.ascontiguousarray(array.transpose(2, 0, 1))  # (C, H, W)
@@ -654,12 +654,12 @@ def _load_csv(
         )
     try:
         table = pd.read_csv(file)
-    except pd.errors.EmptyDataError as exc:
+    except pd.errors.EmptyDataError:
         raise DataSourceError(
             f"CSV file {file} is empty: expected a header row and at least one data row."
-        ) from exc
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataSourceError(f"Cannot parse CSV file {file}: {exc}") from exc
+        raise DataSourceError(f"Cannot parse CSV file {file}: {exc}") from None
     if len(table) == 0:
         raise DataSourceError(
             f"CSV file {file} is empty: expected a header row and at least one data row."
