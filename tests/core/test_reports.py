@@ -83,6 +83,11 @@ def test_a_class_report_shows_test_accuracy_on_the_removed_and_other_classes():
 
     samples = _report(_summary(), _ledger_row(), SECONDS)
     assert "removed classes" not in samples
+    assert "- kind: **classes** (classes [3])\n" in report
+    mixed = _report(
+        {**_summary("classes", classes=(3,)), "n_named_ids": 20}, _ledger_row(), SECONDS
+    )
+    assert "- kind: **classes** (classes [3] and 20 named sample ids)" in mixed
 
 
 def test_a_baseline_that_returned_its_start_model_is_marked():

@@ -431,6 +431,7 @@ def audit_request(
         "n_forget": len(sets.forget),
         "n_retain": len(sets.retain),
         "classes": list(classes),
+        "n_named_ids": len(request.sample_ids),  # beside the classes, in a mixed request
         "models": rows,
         "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
         "tolerances": tolerances,
@@ -512,6 +513,15 @@ def _shadow_section(summary: dict, seconds: float) -> list[str]:
     return lines + [""]
 
 
+def _kind_detail(summary: dict) -> str:
+    """' (classes [3] and 20 named sample ids)' for a class request; '' for samples only."""
+    if not summary["classes"]:
+        return ""
+    named = summary.get("n_named_ids", 0)  # absent from summaries written before it was kept
+    also = f" and {named} named sample id{'' if named == 1 else 's'}" if named else ""
+    return f" (classes {summary['classes']}{also})"
+
+
 def _report(
     summary: dict, row: dict, seconds: dict[str, float], shadow_seconds: float = math.nan
 ) -> str:
@@ -527,8 +537,7 @@ def _report(
             "",
         ]
     lines += [
-        f"- kind: **{summary['kind']}**"
-        + (f" (classes {summary['classes']})" if summary["classes"] else ""),
+        f"- kind: **{summary['kind']}**" + _kind_detail(summary),
         f"- samples {'de-poisoned (wrong labels)' if depoison else 'forgotten'}: "
         f"**{summary['n_forget']}**; retain set now {summary['n_retain']}",
         f"- request file sha256 `{row['request_sha256']}`",
