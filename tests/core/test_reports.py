@@ -90,6 +90,25 @@ def test_a_class_report_shows_test_accuracy_on_the_removed_and_other_classes():
     assert "- kind: **classes** (classes [3] and 20 named sample ids)" in mixed
 
 
+def test_a_weak_retrained_reference_is_called_out_above_the_verdicts():
+    summary = _summary()
+    summary["models"][GOLD]["test_acc"] = 0.667  # the original's 0.9: not a reference to match
+    report = _report(summary, _ledger_row(), SECONDS)
+    assert (
+        "**The retrained reference is weak: test accuracy 66.7% against the original's 90.0%"
+        in report
+    )
+    assert report.index("reference is weak") < report.index("## Verdicts")
+    summary["models"][GOLD]["test_acc"] = 0.86  # within 5 points: an ordinary reference
+    assert "reference is weak" not in _report(summary, _ledger_row(), SECONDS)
+    # class removal: the removed classes are always wrong afterwards; judge the others
+    classes = _summary("classes", classes=(3,))
+    classes["models"][GOLD]["test_acc"] = 0.80
+    assert "reference is weak" not in _report(classes, _ledger_row(), SECONDS)
+    classes["models"][GOLD]["test_other_acc"] = 0.90  # the original's 0.987
+    assert "test accuracy on the other classes 90.0%" in _report(classes, _ledger_row(), SECONDS)
+
+
 def test_a_baseline_that_returned_its_start_model_is_marked():
     report = _report(_summary(unchanged=["ng"]), _ledger_row(), SECONDS)
     assert "| ng (unchanged) |" in report and "| pgu |" in report

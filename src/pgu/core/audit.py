@@ -52,6 +52,9 @@ from pgu.core.unlearning import UnlearnConfig
 
 logger = logging.getLogger(__name__)
 
+# Test accuracy the gold standard may trail the original by before the report calls it weak.
+WEAK_GOLD_GAP = 0.05
+
 GOLD = "retrained"
 # Default of evaluate.shadow_min_power: below this held-out AUC the shadow attack is powerless.
 SHADOW_MIN_POWER = 0.55
@@ -513,6 +516,25 @@ def _shadow_section(summary: dict, seconds: float) -> list[str]:
     return lines + [""]
 
 
+def _weak_reference(rows: dict, classes: bool) -> list[str]:
+    """A warning when the retrained model tests far below the original: every distance and
+    verdict is then measured against a poor reference, not against what unlearning should reach.
+    Class removal compares the other classes (the removed ones are always wrong after it)."""
+    key = "test_other_acc" if classes and "test_other_acc" in rows[GOLD] else "test_acc"
+    gold, original = rows[GOLD].get(key), rows.get("original", {}).get(key)
+    if gold is None or original is None or not original - gold > WEAK_GOLD_GAP:
+        return []
+    what = "test accuracy on the other classes" if key == "test_other_acc" else "test accuracy"
+    return [
+        f"**The retrained reference is weak: {what} {100 * gold:.1f}% against the original's "
+        f"{100 * original:.1f}%.** Retrained from scratch with the train pipeline's recipe, it "
+        "did not reach the original's level, so the distances and verdicts here measure against "
+        "a poor model, not against what unlearning should reach. Give the recipe more epochs "
+        "(`parameters_train.yml`), or check that the data suit it.",
+        "",
+    ]
+
+
 def _kind_detail(summary: dict) -> str:
     """' (classes [3] and 20 named sample ids)' for a class request; '' for samples only."""
     if not summary["classes"]:
@@ -564,6 +586,7 @@ def _report(
             "Test accuracy is also split into the removed classes and the other classes.",
             "",
         ]
+    lines += _weak_reference(rows, bool(summary["classes"]))
     if unchanged:
         lines += [
             f"{UNCHANGED}: the model returned its start model as it was (nothing unlearned), so "
