@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pgu.admin import main
 from pgu.core.checkpoint import sha256_file
@@ -190,7 +191,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
     cases = [
         (["--ids", "abc"], "--ids: 'abc' is not an integer"),
         (["--ids", "1.5"], "--ids: '1.5' is not an integer"),
-        (["--classes", "a"], "--classes: 'a' is not an integer"),
+        (["--classes", "a"], "--classes: 'a' is neither an integer label nor a class name"),
         (["--ids-file", str(ids_file)], f"--ids-file {ids_file}: '3x' is not an integer"),
         (["--ids-file", str(tmp_path / "no.txt")], "no.txt not found"),
         (["--ids", "99999999999999999999"], "[99999999999999999999] out of range"),
@@ -338,3 +339,19 @@ def test_archive_keeps_another_environment_s_layout_and_refuses_an_unknown_one(t
     assert main(["archive", "--requests", str(tmp_path / "requests")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pgu-admin: ") and "01_raw/<sub>/deletion_requests" in err
+
+
+def test_classes_may_be_named_as_the_data_pipeline_stored_them(tmp_path, capsys):
+    from pgu.core.checkpoint import tensors_to_bytes
+
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    common = ["--requests", str(folder), "--index", str(index)]
+    assert main(["file-request", "--classes", "virginica", *common]) == 2
+    assert "the classes: unknown here" in capsys.readouterr().err  # no bundle beside the index
+    meta = {"classes": ["setosa", "versicolor"]}
+    (tmp_path / "samples.safetensors").write_bytes(tensors_to_bytes({"x": torch.zeros(1)}, meta))
+    assert main(["file-request", "--classes", "virginica", *common]) == 2
+    assert "(the classes: 0=setosa, 1=versicolor)" in capsys.readouterr().err
+    assert not folder.exists() or not list(folder.glob("req-*.yml"))
+    assert main(["file-request", "--classes", "versicolor", *common]) == 0
+    assert load_requests(folder)[-1].classes == (1,)

@@ -20,6 +20,7 @@ queue is checked against that environment's index, found beside it like its ledg
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError, safe_open
 
+from pgu.core.checkpoint import META_KEY
 from pgu.core.ledger import LedgerError
 from pgu.core.requests import (
     DeletionRequest,
@@ -85,6 +88,37 @@ def _ints(text: str, source: str) -> list[int]:
     return values
 
 
+def _class_names(index_path: Path) -> list[str]:
+    """The class names the data pipeline stored beside the index (in samples.safetensors's
+    header: only the header is read), or [] where there is no such file."""
+    bundle = index_path.with_name("samples.safetensors")
+    try:
+        with safe_open(str(bundle), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+    except (OSError, SafetensorError, ValueError):
+        return []
+    names = meta.get("classes") if isinstance(meta, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _classes(text: str, names: list[str]) -> list[int]:
+    """The classes of ``--classes`` text: integer labels, or class names (a CSV's string labels,
+    an image folder's class folders) where the names are known."""
+    values = []
+    for token in text.replace(",", " ").split():
+        try:
+            values.append(int(token))  # an integer is always a label, never a name
+        except ValueError:
+            if token not in names:
+                known = ", ".join(f"{i}={n}" for i, n in enumerate(names)) or "unknown here"
+                raise RequestError(
+                    f"--classes: {token!r} is neither an integer label nor a class name (the "
+                    f"classes: {known})"
+                ) from None
+            values.append(names.index(token))
+    return values
+
+
 def _file(args: argparse.Namespace) -> Path:
     env = "" if Path(args.requests) == Path(REQUESTS) else " --env <env>"
     path = _default_index(args.requests) if args.index is None else Path(args.index)
@@ -128,7 +162,8 @@ def _file(args: argparse.Namespace) -> Path:
             )
         rng = np.random.default_rng(args.seed)
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
-    classes = [c for text in args.classes or [] for c in _ints(text, "--classes")]
+    names = _class_names(path) if args.classes else []
+    classes = [c for text in args.classes or [] for c in _classes(text, names)]
     check_new_request(ids, classes, args.purpose)  # its shape first, then its ids
     if ids or classes:
         new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
