@@ -168,7 +168,7 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
         )
         lines.append(f"started an empty queue {requests_dir / QUEUE_FILE}")
     lines.append(
-        f"{target} still holds models that saw the samples its requests forgot: delete it "
-        "when the record is no longer needed"
+        f"{target} {'would hold' if dry_run else 'still holds'} models that saw the samples its "
+        "requests forgot: delete it when the record is no longer needed"
     )
     return lines
