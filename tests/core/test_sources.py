@@ -489,6 +489,18 @@ def test_csv_missing_label_column(tmp_path: Path) -> None:
         load_source("csv", root=tmp_path, path="t.csv")
 
 
+def test_csv_with_another_separator_or_one_class_says_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "semi.csv").write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(DataSourceError, match=r"The file seems ';'-separated; this source reads"):
+        load_source("csv", root=tmp_path, path="semi.csv")
+    (tmp_path / "one.csv").write_text("a,label\n1,cat\n2,cat\n")
+    with pytest.raises(DataSourceError, match=r"one class only \(\['cat'\]\): a classifier"):
+        load_source("csv", root=tmp_path, path="one.csv")
+    (tmp_path / "nan.csv").write_text("a,b,label\n" + "1,2,0\n" * 3 + "1,,1\n" * 12)
+    with pytest.raises(DataSourceError, match=r"in 12 row\(s\) \(3, 4, 5, .*, 12, \.\.\.; 0-based"):
+        load_source("csv", root=tmp_path, path="nan.csv")
+
+
 def test_csv_non_numeric_features(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text("f1,name,color,label\n1,x,red,0\n2,y,blue,1\n")
     with pytest.raises(
@@ -517,8 +529,8 @@ def test_csv_float32_overflow_names_the_column(tmp_path: Path) -> None:
     (tmp_path / "both.csv").write_text("a,b,c,label\n1,1e39,,0\n2,3,inf,1\n")
     with pytest.raises(
         DataSourceError,
-        match=r"missing or infinite values in feature column\(s\) \['c'\] \(fill or drop those "
-        r"rows\) and values beyond "
+        match=r"missing or infinite values in feature column\(s\) \['c'\], in 2 row\(s\) "
+        r"\(0, 1; 0-based data rows\) \(fill or drop those rows\) and values beyond "
         r"float32's range .* in feature column\(s\) \['b'\]; rescale them",
     ):
         load_source("csv", root=tmp_path, path="both.csv")

@@ -667,9 +667,12 @@ def _load_csv(
     columns = [str(c) for c in table.columns]
     table.columns = columns
     if label_column not in columns:
+        # one column whose name holds another separator: the file is not comma-separated
+        sep = next((c for c in ";\t|" if len(columns) == 1 and c in columns[0]), None)
+        hint = f" The file seems {sep!r}-separated; this source reads commas." if sep else ""
         raise DataSourceError(
             f"CSV file {file} has no label column {label_column!r} (columns: {columns}); "
-            "set option label_column to the column that holds the labels."
+            f"set option label_column to the column that holds the labels.{hint}"
         )
 
     if feature_columns is None:
@@ -713,9 +716,11 @@ def _load_csv(
         overflow = [c for c, bad in zip(features, overflows.any(axis=0), strict=True) if bad]
         problems = []
         if missing:
+            rows = np.flatnonzero(~source_finite.all(axis=1))  # 0-based data rows
+            shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
             problems.append(
-                f"missing or infinite values in feature column(s) {missing} (fill or drop "
-                "those rows)"
+                f"missing or infinite values in feature column(s) {missing}, in {len(rows)} "
+                f"row(s) ({shown}; 0-based data rows) (fill or drop those rows)"
             )
         if overflow:
             problems.append(
@@ -725,6 +730,11 @@ def _load_csv(
         raise DataSourceError(f"CSV file {file} has {' and '.join(problems)}.")
 
     y, classes = _encode_labels(table[label_column], file, label_column)
+    if len(classes) < 2:
+        raise DataSourceError(
+            f"CSV file {file}'s label column {label_column!r} holds one class only "
+            f"({classes}): a classifier needs at least two; is label_column the right column?"
+        )
     n = len(table)
     return RawData(
         x=np.ascontiguousarray(values),  # (N, F) float32
