@@ -508,8 +508,11 @@ def _shadow_section(summary: dict, seconds: float) -> list[str]:
     if math.isnan(seconds):
         lines += [
             "",
-            "Some shadow models came from a cache that did not record their training time, so "
-            "the shadow attack's cost (training its shadow models) is not counted here.",
+            "Some shadow models were not trained for this report: they are the same models as "
+            "another request's (copied from its cache: request k's shadows with the forget set "
+            "are request k-1's without it) or were cached by an earlier run, so the shadow "
+            "attack's cost (training its shadow models) is counted where they were trained, not "
+            "here.",
         ]
     else:
         lines += ["", f"Training the {2 * info['n_pairs']} shadow models took {seconds:.2f} s."]
