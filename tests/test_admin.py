@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from pgu.admin import main
@@ -285,19 +286,32 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
 
 
-def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(tmp_path, capsys):
+def _queue_with_history(tmp_path: Path) -> tuple[Path, Path]:
+    """A conf/base-like data folder with two processed requests and their outputs."""
     data = tmp_path / "data"
     requests = data / "01_raw" / "deletion_requests"
     requests.mkdir(parents=True)
     _index(tmp_path, name="data/02_intermediate/sample_index.csv")
     assert main(["file-request", "--requests", str(requests), "--ids", "1,2"]) == 0
     assert main(["file-request", "--requests", str(requests), "--classes", "1"]) == 0
-    states, ledger = data / "06_models" / "states", data / "08_reporting" / "ledger.csv"
-    _process(states, ledger, ["req-0001", "req-0002"])
+    _process(
+        data / "06_models" / "states",
+        data / "08_reporting" / "ledger.csv",
+        ["req-0001", "req-0002"],
+    )
     for folder in ("08_reporting/requests/req-0001", "06_models/retrained/req-0002/shadow/0-with"):
         (data / folder).mkdir(parents=True)
         (data / folder / "file").write_text(folder)
+    (data / "06_models/retrained/.gitignore").write_text("/req-*\n")  # git's: stays
+    (data / "08_reporting/unlearn_last_run.json").write_text("{}")
+    (data / "07_model_output/cgs_preview").mkdir(parents=True)
+    (data / "07_model_output/cgs_preview/layers.csv").write_text("layer\n")
     (data / "02_intermediate" / "other.txt").write_text("not a request's")
+    return data, requests
+
+
+def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(tmp_path, capsys):
+    data, requests = _queue_with_history(tmp_path)
     before = _tree(data)
     capsys.readouterr()
 
@@ -308,23 +322,53 @@ def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(t
     assert main(["archive", "--requests", str(requests)]) == 0
     out = capsys.readouterr().out
     (archive,) = (data / "archive").iterdir()  # <root>/archive/<UTC stamp>/
-    moved = {
-        k for k in before if not k.startswith(("02_intermediate", "06_models/states/original"))
-    }
-    assert _tree(archive) == {k: before[k] for k in moved}  # every byte kept, at its path
+    stay = ("02_intermediate", "06_models/states/original", "06_models/retrained/.gitignore")
+    moved = {k for k in before if not k.startswith(stay)}
+    original = "06_models/states/original/model.safetensors"  # copied: the ledger names it
+    assert _tree(archive) == {k: before[k] for k in [*moved, original]}  # every byte, its path
     assert {k: v for k, v in _tree(data).items() if not k.startswith("archive")} == {
         k: v for k, v in before.items() if k not in moved
     } | {"01_raw/deletion_requests/queue.yml": (requests / "queue.yml").read_bytes()}
     assert load_requests(requests) == []
-    assert "still holds models that saw the samples" in out
+    assert "holds models that saw the samples" in out and ".dvc/cache" in out
     # the new queue starts over: ids restart and may name samples the old queue forgot
     assert main(["file-request", "--requests", str(requests), "--ids", "1,2,3"]) == 0
     assert [r.id for r in load_requests(requests)] == ["req-0001"]
-
-    assert main(["archive", "--requests", str(requests)]) == 0  # req-0001 just filed
-    assert len(list((data / "archive").iterdir())) == 2  # within the same second: apart
+    assert main(["archive", "--requests", str(requests)]) == 0
+    assert "holds models" not in capsys.readouterr().out  # a request file alone: no models
     assert main(["archive", "--requests", str(requests)]) == 0
     assert "nothing to archive" in capsys.readouterr().out
+
+
+def test_archive_is_all_or_nothing_and_never_mixes_two_archives(tmp_path, monkeypatch):
+    import shutil
+
+    from pgu.core import retention
+
+    data, requests = _queue_with_history(tmp_path)
+    before = _tree(data)
+    real_move, calls = shutil.move, []
+
+    def failing_move(src, dst):
+        calls.append(src)
+        if len(calls) == 4:  # the disk fills up on the fourth item
+            raise OSError(28, "No space left on device")
+        return real_move(src, dst)
+
+    monkeypatch.setattr(retention.shutil, "move", failing_move)
+    with pytest.raises(
+        OSError, match=r"failed .*No space left.* moved back, so the queue is as it was"
+    ):
+        retention.archive_queue(requests, "S")
+    monkeypatch.setattr(retention.shutil, "move", real_move)
+    assert {k: v for k, v in _tree(data).items() if not k.startswith("archive")} == before
+    assert not (data / "archive" / "S").exists()
+
+    retention.archive_queue(requests, "S")
+    assert main(["file-request", "--requests", str(requests), "--ids", "5"]) == 0
+    retention.archive_queue(requests, "S")  # the same stamp: a folder of its own
+    assert sorted(p.name for p in (data / "archive").iterdir()) == ["S", "S-2"]
+    assert (data / "archive/S-2/01_raw/deletion_requests/req-0001.yml").read_text().count("5")
 
 
 def test_archive_keeps_another_environment_s_layout_and_refuses_an_unknown_one(tmp_path, capsys):
@@ -347,11 +391,27 @@ def test_classes_may_be_named_as_the_data_pipeline_stored_them(tmp_path, capsys)
     folder, index = tmp_path / "requests", _index(tmp_path)
     common = ["--requests", str(folder), "--index", str(index)]
     assert main(["file-request", "--classes", "virginica", *common]) == 2
-    assert "the classes: unknown here" in capsys.readouterr().err  # no bundle beside the index
+    assert "label=name: unknown here" in capsys.readouterr().err  # no bundle beside the index
     meta = {"classes": ["setosa", "versicolor"]}
     (tmp_path / "samples.safetensors").write_bytes(tensors_to_bytes({"x": torch.zeros(1)}, meta))
     assert main(["file-request", "--classes", "virginica", *common]) == 2
-    assert "(the classes: 0=setosa, 1=versicolor)" in capsys.readouterr().err
+    assert "(the classes, label=name: 0=setosa, 1=versicolor)" in capsys.readouterr().err
     assert not folder.exists() or not list(folder.glob("req-*.yml"))
     assert main(["file-request", "--classes", "versicolor", *common]) == 0
     assert load_requests(folder)[-1].classes == (1,)
+
+
+def test_a_number_that_names_another_class_is_refused_not_guessed(tmp_path, capsys):
+    from pgu.core.checkpoint import tensors_to_bytes
+
+    # a CSV whose labels are 1 and 2: stored as labels 0 and 1, named '1' and '2'
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    meta = {"classes": ["1", "2"]}
+    (tmp_path / "samples.safetensors").write_bytes(tensors_to_bytes({"x": torch.zeros(1)}, meta))
+    common = ["--requests", str(folder), "--index", str(index)]
+    for token in ("1", "2"):
+        assert main(["file-request", "--classes", token, *common]) == 2
+        err = capsys.readouterr().err
+        assert f"{token!r} is ambiguous" in err and "label=name: 0=1, 1=2" in err
+    assert main(["file-request", "--classes", "0", *common]) == 0  # a label that is no other name
+    assert load_requests(folder)[-1].classes == (0,)

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from kedro.config import OmegaConfigLoader
 
-from pgu import settings
-
 CONF = Path(__file__).parents[1] / "conf"
 
 PRINT_COLUMNS = "import pgu.settings, os; print(os.environ.get('COLUMNS'))"
@@ -58,7 +56,10 @@ def test_a_user_s_columns_and_a_terminal_s_width_are_left_alone(env: dict):
     assert _columns(env, tty=True) == "None"  # rich asks the terminal
 
 
-def test_an_environment_changes_only_the_parameters_it_names(tmp_path):
+def test_an_environment_changes_only_the_parameters_it_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # importing settings here must not widen this process
+    from pgu import settings
+
     shutil.copytree(CONF / "base", tmp_path / "base")
     mine = tmp_path / "mine"
     mine.mkdir()

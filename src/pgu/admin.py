@@ -20,7 +20,6 @@ queue is checked against that environment's index, found beside it like its ledg
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -28,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors import SafetensorError, safe_open
 
-from pgu.core.checkpoint import META_KEY
+from pgu.core.checkpoint import CheckpointError, file_meta
 from pgu.core.ledger import LedgerError
 from pgu.core.requests import (
     DeletionRequest,
@@ -91,31 +89,39 @@ def _ints(text: str, source: str) -> list[int]:
 def _class_names(index_path: Path) -> list[str]:
     """The class names the data pipeline stored beside the index (in samples.safetensors's
     header: only the header is read), or [] where there is no such file."""
-    bundle = index_path.with_name("samples.safetensors")
     try:
-        with safe_open(str(bundle), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-    except (OSError, SafetensorError, ValueError):
+        names = file_meta(index_path.with_name("samples.safetensors")).get("classes")
+    except CheckpointError:
         return []
-    names = meta.get("classes") if isinstance(meta, dict) else None
     return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _classes(text: str, names: list[str]) -> list[int]:
-    """The classes of ``--classes`` text: integer labels, or class names (a CSV's string labels,
-    an image folder's class folders) where the names are known."""
+    """The classes of ``--classes`` text: integer labels (the sample index's ``label``), or class
+    names (a CSV's string labels, an image folder's class folders) where the names are known.
+
+    A number that is also the name of another class (a CSV's labels 1, 2, 3 are stored as 0, 1,
+    2 named '1', '2', '3') is refused, naming both readings, rather than guessed."""
+    known = ", ".join(f"{i}={n}" for i, n in enumerate(names)) or "unknown here"
     values = []
     for token in text.replace(",", " ").split():
         try:
-            values.append(int(token))  # an integer is always a label, never a name
+            label = int(token)
         except ValueError:
             if token not in names:
-                known = ", ".join(f"{i}={n}" for i, n in enumerate(names)) or "unknown here"
                 raise RequestError(
                     f"--classes: {token!r} is neither an integer label nor a class name (the "
-                    f"classes: {known})"
+                    f"classes, label=name: {known})"
                 ) from None
             values.append(names.index(token))
+            continue
+        if token in names and names.index(token) != label:
+            raise RequestError(
+                f"--classes: {token!r} is ambiguous: the label {label} or the class named "
+                f"{token!r}, whose label is {names.index(token)}; give the label of the class you "
+                f"mean (label=name: {known})"
+            )
+        values.append(label)
     return values
 
 
@@ -165,10 +171,9 @@ def _file(args: argparse.Namespace) -> Path:
     names = _class_names(path) if args.classes else []
     classes = [c for text in args.classes or [] for c in _classes(text, names)]
     check_new_request(ids, classes, args.purpose)  # its shape first, then its ids
-    if ids or classes:
-        new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
-        num_classes = int(index["label"].max()) + 1
-        resolve(new, index, _already_requested(args.requests, index), num_classes)
+    new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
+    num_classes = int(index["label"].max()) + 1
+    resolve(new, index, _already_requested(args.requests, index), num_classes)
     return file_request(
         args.requests,
         ids,
@@ -192,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         help="file with sample ids separated by spaces, commas or lines (repeatable)",
     )
     f.add_argument(
-        "--classes", action="append", help="comma-separated classes to forget entirely (repeatable)"
+        "--classes",
+        action="append",
+        help="comma-separated classes to forget entirely, by label or by name (repeatable)",
     )
     f.add_argument("--random-fraction", type=float, help="forget this share of the train split")
     f.add_argument("--seed", type=int, default=0, help="seed of --random-fraction")

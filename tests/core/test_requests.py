@@ -86,6 +86,11 @@ def test_resolve_checks_every_id(tmp_path, index):
     for text, forgotten, message in cases:
         with pytest.raises(RequestError, match=message):
             resolve(req(text), index, forgotten, 3)
+    # ids the original never trained on (train.exclude_sample_ids) are not retained either
+    two_classes = req("{classes: [0, 1]}")
+    assert resolve(two_classes, index, none, 3, never_trained=np.array([5])).size == 6
+    with pytest.raises(RequestError, match="every training sample still retained"):
+        resolve(two_classes, index, none, 3, never_trained=np.array([2, 5, 8]))
 
 
 def test_file_request_queues_in_order_and_refuses_overwrites(tmp_path):

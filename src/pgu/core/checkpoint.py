@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
@@ -109,6 +109,23 @@ def tensors_to_bytes(tensors: dict[str, Tensor], meta: dict[str, Any] | None = N
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
     return st_save(cpu, metadata=header)
+
+
+def file_meta(path: str | Path) -> dict:
+    """The JSON metadata of a safetensors file written by :func:`tensors_to_bytes`, read from its
+    header alone (R_full of a large model is gigabytes).
+
+    Raises:
+        CheckpointError: the file is missing or its header is not safetensors' or not ours.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+    except Exception as exc:  # safetensors raises its own types for a damaged header
+        raise CheckpointError(f"{path}: unreadable header ({exc}); {RESTORE_HINT}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is not a mapping; {RESTORE_HINT}")
+    return meta
 
 
 def tensors_from_bytes(data: bytes, what: str = "tensor file") -> tuple[dict[str, Tensor], dict]:

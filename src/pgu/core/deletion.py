@@ -100,7 +100,7 @@ def plan_requests(
     plans, forgotten, after = [], np.empty(0, dtype=np.int64), ORIGINAL
     removed: set[int] = set()
     for request in requests:
-        forget_ids = resolve(request, index, forgotten, num_classes)
+        forget_ids = resolve(request, index, forgotten, num_classes, never)
         if never.size:  # resolve has checked the ids are int64
             unseen = np.intersect1d(np.asarray(request.sample_ids, dtype=np.int64), never)
             if unseen.size:

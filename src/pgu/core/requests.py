@@ -266,6 +266,7 @@ def resolve(
     index: pd.DataFrame,
     already_forgotten: np.ndarray,
     num_classes: int,
+    never_trained: np.ndarray | None = None,
 ) -> np.ndarray:
     """The sorted training sample ids a request forgets, after checking every id.
 
@@ -274,6 +275,8 @@ def resolve(
         index: the sample index table (sample_id, label, split).
         already_forgotten: ids forgotten by earlier requests of the queue.
         num_classes: number of classes of the task.
+        never_trained: training ids the original model was not trained on
+            (``train.exclude_sample_ids``): not retained either.
 
     Returns:
         (n,) int64 sorted unique ids.
@@ -326,7 +329,10 @@ def resolve(
         )
     forget = np.union1d(uniq, class_ids).astype(np.int64)
     all_train = index.loc[index["split"] == "train", "sample_id"].to_numpy(dtype=np.int64)
-    if np.setdiff1d(all_train, np.union1d(forget, already_forgotten)).size == 0:
+    gone = np.union1d(forget, already_forgotten)
+    if never_trained is not None:
+        gone = np.union1d(gone, never_trained)
+    if np.setdiff1d(all_train, gone).size == 0:
         raise RequestError(
             f"{where}: it would forget every training sample still retained ({forget.size}), "
             "leaving no data for the model to keep; there is nothing to unlearn towards: train "
@@ -431,8 +437,13 @@ def file_request(
         raise
     after = queue[-1]["id"] if queue else ORIGINAL
     queue.append({"id": request_id, "after": after})
+    write_queue(folder, queue)
+    return path
+
+
+def write_queue(folder: str | Path, queue: list[dict]) -> None:
+    """Write ``queue`` (``[{id, after}, ...]``, possibly empty) as the folder's queue.yml."""
     header = "# Processing order of deletion requests; `after` is the state each one starts from.\n"
     entries = {q["id"]: {"after": q["after"]} for q in queue}
     body = yaml.safe_dump({"requests": entries}, sort_keys=False, default_flow_style=None)
-    atomic_write_bytes(folder / QUEUE_FILE, (header + body).encode())
-    return path
+    atomic_write_bytes(Path(folder) / QUEUE_FILE, (header + body).encode())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pgu.core.deletion import check_start_state
 from pgu.core.ledger import LedgerError, read_ledger
-from pgu.core.requests import ORIGINAL, QUEUE_FILE, beside_requests
+from pgu.core.requests import ORIGINAL, QUEUE_FILE, beside_requests, write_queue
 from pgu.core.state import MODEL, StateStore
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
@@ -115,15 +115,32 @@ def purge_superseded(
     return lines
 
 
+# What a queue's runs write besides states and reports, beside its requests folder: (layer, name)
+_QUEUE_OUTPUTS = (
+    ("08_reporting", "unlearn_last_run.json"),
+    ("08_reporting", "evaluation_last_run.json"),
+    ("08_reporting", "latest_audit_mia.png"),
+    ("07_model_output", "cgs_preview"),
+)
+
+
+def _entries(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    """A folder's entries, without dotfiles (git's .gitignore, leftovers) and ``skip``."""
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir() if f.name[0] != "." and f.name not in skip)
+
+
 def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -> list[str]:
     """Move a queue's whole history aside, to start a new queue on new data or a new model.
 
     ``requests_dir`` is laid out as in the catalog (``<root>/01_raw/<sub>/deletion_requests``).
     Moved under ``<root>/archive/<sub>/<stamp>/``, each to its path relative to ``<root>``: the
-    request files and the queue, the ledger, every request's reports, every state but
-    ``original`` (the current model, which the train pipeline replaces) and the evaluation
-    caches. Nothing is deleted; an empty queue is left. The archived states still hold models
-    that saw what their requests forgot: delete the archive, or purge first, where that matters.
+    request files and the queue, the ledger, every request's reports, the last runs' summaries
+    and CGS preview, every state but ``original`` (the current model, which the train pipeline
+    replaces; its model file is copied in, since the ledger's first row names it) and the
+    evaluation caches. All or nothing: a move that fails moves back what went before. Nothing is
+    deleted; an empty queue is left.
 
     Returns:
         One line per action.
@@ -138,37 +155,59 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     parts = requests_dir.parts
     root = Path(*parts[: len(parts) - 1 - parts[::-1].index("01_raw")])  # before the last 01_raw
     states = beside_requests(requests_dir, "06_models", "states")
-    moving = sorted(requests_dir.glob("*.yml")) if requests_dir.is_dir() else []
-    moving += [ledger] if ledger.is_file() else []
-    for folder in (beside_requests(requests_dir, "08_reporting", "requests"), states):
-        if folder.is_dir():
-            moving += sorted(f for f in folder.iterdir() if f.name != ORIGINAL)
-    retrained = states.parent / RETRAINED
-    moving += [retrained] if retrained.is_dir() else []
-    if not [path for path in moving if path.name != QUEUE_FILE]:  # an empty queue is no history
+    queue_file = requests_dir / QUEUE_FILE
+    files = [f for f in _entries(requests_dir) if f.suffix == ".yml" and f != queue_file]
+    models = _entries(states, (ORIGINAL,)) + _entries(states.parent / RETRAINED)
+    history = files + models + _entries(beside_requests(requests_dir, "08_reporting", "requests"))
+    history += [ledger] if ledger.is_file() else []
+    if not history:
         return [f"nothing to archive: no request filed in {requests_dir} and no ledger {ledger}"]
+    outputs = [beside_requests(requests_dir, layer, name) for layer, name in _QUEUE_OUTPUTS]
+    moving = history + [f for f in outputs if f.exists()] + [queue_file] * queue_file.is_file()
     target = beside_requests(requests_dir, "archive", stamp)  # <root>/archive/<sub>/<stamp>
     n = 1
     while target.exists():  # archived twice within a stamp: never mix two archives
         n += 1
         target = beside_requests(requests_dir, "archive", f"{stamp}-{n}")
     verb = "would move" if dry_run else "moved"
-    lines = []
-    for path in moving:
-        dest = target / path.relative_to(root)
-        if not dry_run:
+    lines = [f"{verb} {path} -> {target / path.relative_to(root)}" for path in moving]
+    original = states / ORIGINAL / MODEL
+    if original.is_file():
+        lines.append(f"{'would copy' if dry_run else 'copied'} {original} (the ledger names it)")
+    if not dry_run:
+        _move_all(moving, root, target)
+        if original.is_file():
+            (target / original.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(original, target / original.relative_to(root))
+        write_queue(requests_dir, [])
+        lines.append(f"started an empty queue {queue_file}")
+    if models:
+        lines.append(
+            f"{target} {'would hold' if dry_run else 'holds'} models that saw the samples its "
+            "requests forgot, and DVC's cache (.dvc/cache) may hold copies of the states: delete "
+            "the archive when the record is no longer needed (`pgu-admin purge` before "
+            "archiving deletes superseded states from both)"
+        )
+    return lines
+
+
+def _move_all(moving: list[Path], root: Path, target: Path) -> None:
+    """Move each path to ``target`` / its path relative to ``root``; all or nothing."""
+    done: list[tuple[Path, Path]] = []
+    try:
+        for path in moving:
+            dest = target / path.relative_to(root)
+            if dest.exists():  # a new archive folder is empty; never overwrite one
+                raise FileExistsError(f"{dest} exists already")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
-        lines.append(f"{verb} {path} -> {dest}")
-    if not dry_run:
-        requests_dir.mkdir(parents=True, exist_ok=True)
-        (requests_dir / QUEUE_FILE).write_text(
-            "# Processing order of deletion requests; `after` is the state each one starts from.\n"
-            "requests: {}\n"
-        )
-        lines.append(f"started an empty queue {requests_dir / QUEUE_FILE}")
-    lines.append(
-        f"{target} {'would hold' if dry_run else 'still holds'} models that saw the samples its "
-        "requests forgot: delete it when the record is no longer needed"
-    )
-    return lines
+            done.append((path, dest))
+    except OSError as exc:
+        for path, dest in reversed(done):
+            shutil.move(dest, path)
+        if target.is_dir() and not any(f.is_file() for f in target.rglob("*")):
+            shutil.rmtree(target)  # only the folders the moves made
+        raise OSError(
+            f"archiving into {target} failed ({exc}); everything moved before was moved back, "
+            "so the queue is as it was"
+        ) from exc

@@ -14,21 +14,19 @@ crash leaves either the previous state or the complete new one, never a mixture.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from safetensors import safe_open
 from torch import nn
 
 from pgu.core.checkpoint import (
-    META_KEY,
     RESTORE_HINT,
     CheckpointError,
     TensorBundle,
+    file_meta,
     load_tensors,
     model_from_bytes,
 )
@@ -109,13 +107,7 @@ class StateStore:
         """The metadata of the state's statistics, read from the file's header alone (R_full of
         a large model is gigabytes); None where the state has no statistics file."""
         path = self.path(name) / RETAIN_STATS
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(path, framework="pt") as f:
-                return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-        except Exception as exc:  # safetensors raises its own types for a damaged header
-            raise CheckpointError(f"{path}: unreadable header ({exc}); {RESTORE_HINT}") from exc
+        return file_meta(path) if path.is_file() else None
 
     def purged(self, name: str) -> bool:
         """Whether `pgu-admin purge` emptied the state's folder (a missing file beside others is
