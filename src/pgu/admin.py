@@ -6,6 +6,7 @@
     pgu-admin file-request --random-fraction 0.1 --seed 0     # a random share of the train split
     pgu-admin purge [--dry-run]
     pgu-admin archive [--dry-run]       # start over: move the queue's whole history aside
+    pgu-admin verify                    # check the audit trail from hashes (any machine)
 
 Filing only writes ``data/01_raw/deletion_requests/<id>.yml`` and queues it; the next
 ``kedro run --pipelines unlearn`` (or ``dvc repro``) processes it. The ids and classes are checked
@@ -40,6 +41,7 @@ from pgu.core.requests import (
     resolve,
 )
 from pgu.core.retention import archive_queue, purge_superseded
+from pgu.core.verification import verify_queue
 
 REQUESTS = "data/01_raw/deletion_requests"
 INDEX_COLUMNS = ("sample_id", "label", "split")
@@ -242,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--dry-run", action="store_true", help="only list what would be moved")
     a.add_argument("--requests", default=REQUESTS, help="the request folder of the queue")
+    v = sub.add_parser(
+        "verify",
+        help="check the audit trail from hashes: request files, forgotten ids, the states' "
+        "chain, the original model (exit 1 if any check fails)",
+    )
+    v.add_argument("--requests", default=REQUESTS, help="the request folder of the queue")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -252,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             else:  # another environment's queue (DVC tracks only conf/base's)
                 how = "`kedro run --env <env> --pipelines unlearn` (the env whose catalog has it)"
             print(f"filed {path}; process it with {how}")
+        elif args.command == "verify":
+            results = verify_queue(args.requests)
+            for passed, line in results:
+                print(f"{'ok  ' if passed else 'FAIL'}  {line}")
+            return 0 if all(passed for passed, _ in results) else 1
         elif args.command == "archive":
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             for line in archive_queue(args.requests, stamp, args.dry_run):

@@ -194,3 +194,37 @@ def test_a_state_the_ledger_lost_the_row_of_is_recomputed_with_a_warning(project
     project.run("unlearn")
     assert "state req-0002 exists but the ledger has no row for it" in caplog.text
     assert read_ledger(ledger)["request_id"].tolist() == ["req-0001", "req-0002"]
+
+
+def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsys):
+    from pgu.admin import main
+
+    requests = str(project.path / REQUESTS)
+    assert main(["verify", "--requests", requests]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and all(line.startswith("ok") for line in out)
+    assert "forgotten ids: each processed request resolves" in out[2]
+
+    before = (project.path / STATES / "req-0001" / "model.safetensors").read_bytes()
+    shutil.copy(
+        project.path / STATES / "original/model.safetensors", project.path / STATES / "req-0001"
+    )
+    index_path = project.path / "data/02_intermediate/sample_index.csv"
+    index = pd.read_csv(index_path)
+    forgotten = yaml.safe_load((project.path / REQUESTS / "req-0002.yml").read_text())
+    index.loc[index["sample_id"] == forgotten["forget"]["sample_ids"][0], "split"] = "val"
+    index.to_csv(index_path, index=False)
+    assert main(["verify", "--requests", requests]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 2
+    assert "are in the val/test splits" in failed[0]  # the ids no longer resolve
+    assert (
+        "req-0001/model.safetensors is not the file the ledger records as request req-0001"
+        in failed[1]
+    )
+
+    (project.path / STATES / "req-0001" / "model.safetensors").write_bytes(before)
+    for name in ("model.safetensors", "retain_stats.safetensors", "bases.safetensors"):
+        (project.path / STATES / "req-0001" / name).unlink(missing_ok=True)  # as a purge leaves it
+    main(["verify", "--requests", requests])
+    assert "ok    state req-0001: purged" in capsys.readouterr().out

@@ -178,8 +178,13 @@ def check_data_unchanged(
     return meta
 
 
+def ids_digest(ids: np.ndarray) -> str:
+    """The ledger's ``ids_sha256``: sha256 of the sorted ids as little-endian int64."""
+    return sha256_bytes(np.sort(np.asarray(ids)).astype("<i8").tobytes())
+
+
 # (file, ledger column) of what a state hands to the next request
-_STATE_FILES = ((MODEL, "output_model_sha256"), (RETAIN_STATS, "output_stats_sha256"))
+STATE_FILES = ((MODEL, "output_model_sha256"), (RETAIN_STATS, "output_stats_sha256"))
 _REPLAY = "`kedro run --pipelines unlearn --params unlearn.request_id={}`"
 
 
@@ -230,7 +235,7 @@ def check_start_state(
             f"state {name!r} has not been processed (no ledger row); process the requests "
             "before it first, in queue order"
         )
-    for filename, column in _STATE_FILES:
+    for filename, column in STATE_FILES:
         path = store.path(name) / filename
         fix = f"restore it (`dvc checkout {path}`) or replay {name} ({_REPLAY.format(name)})"
         if not path.is_file():
@@ -466,7 +471,7 @@ def execute_request(
         "kind": request.kind,
         "n_samples": len(forget),
         "request_sha256": request.sha256,
-        "ids_sha256": sha256_bytes(np.sort(plan.forget_ids).astype("<i8").tobytes()),
+        "ids_sha256": ids_digest(plan.forget_ids),
         "input_state": plan.after,
         "input_model_sha256": sha256_bytes(model_in_bytes),
         "input_stats_sha256": stats_in_sha,

@@ -1,0 +1,127 @@
+"""Verify a queue's audit trail from hashes alone: what ``pgu-admin verify`` reports.
+
+Replaying requests reproduces their bytes only on the machine that wrote them (README,
+"Determinism"); checking the trail does not need that. Every check reads files and the ledger:
+- every processed request's file hashes to its ledger row;
+- the queue, resolved against the sample index in order (with the samples the original model
+  never trained on left out, as its statistics record them), gives each processed request the
+  ids its row hashed;
+- the served state's model and statistics are the files the ledger's chain ends in, and the
+  chain is unbroken back to the original;
+- every earlier state still on disk is what its row recorded (a purged one is said to be);
+- the original model is the one the first request started from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pgu.core.checkpoint import CheckpointError, file_meta, sha256_file
+from pgu.core.deletion import (
+    STATE_FILES,
+    check_requests_unchanged,
+    check_start_state,
+    ids_digest,
+    plan_requests,
+)
+from pgu.core.ledger import LedgerError, read_ledger
+from pgu.core.requests import ORIGINAL, RequestError, beside_requests, load_requests
+from pgu.core.state import MODEL, RETAIN_STATS, StateStore
+
+_FAILURES = (RequestError, LedgerError, CheckpointError, OSError, ValueError)
+
+
+def verify_queue(requests_dir: str | Path) -> list[tuple[bool, str]]:
+    """Check the audit trail of the queue in ``requests_dir`` (laid out as in the catalog).
+
+    Returns:
+        (passed, what was checked and found) per check, in the order above.
+    """
+    requests_dir = Path(requests_dir)
+    ledger_path = beside_requests(requests_dir, "08_reporting", "ledger.csv")
+    if ledger_path is None:
+        raise ValueError(
+            f"--requests {requests_dir} is not a <root>/01_raw/<sub>/deletion_requests folder, "
+            "so where its ledger, states and index are cannot be told"
+        )
+    store = StateStore(beside_requests(requests_dir, "06_models", "states"))
+    try:
+        ledger = read_ledger(ledger_path)
+    except _FAILURES as exc:
+        return [(False, f"ledger {ledger_path}: {exc}")]
+    processed = list(dict.fromkeys(ledger["request_id"].astype(str)))  # first-seen order
+    if not processed:
+        return [(True, f"ledger {ledger_path}: no request processed yet, nothing to verify")]
+    rows = {rid: ledger[ledger["request_id"].astype(str) == rid].iloc[-1] for rid in processed}
+    latest = processed[-1]
+    results = [(True, f"ledger {ledger_path}: {len(processed)} requests processed, {latest} last")]
+
+    def check(fn, found: str) -> None:
+        try:
+            fn()
+        except _FAILURES as exc:
+            results.append((False, str(exc)))
+        else:
+            results.append((True, found))
+
+    check(
+        lambda: check_requests_unchanged(requests_dir, ledger),
+        f"request files: each of the {len(processed)} hashes to its ledger row",
+    )
+    check(lambda: _check_ids(requests_dir, store, rows, latest), "forgotten ids: " + _ids_found)
+    check(
+        lambda: check_start_state(store, ledger, latest),
+        f"served state {latest}: model and statistics are what the ledger's chain ends in, and "
+        f"the chain back to {ORIGINAL} is unbroken",
+    )
+    for rid in processed[:-1]:
+        if not (store.path(rid) / MODEL).is_file():
+            results.append((True, f"state {rid}: purged (the ledger keeps its hashes)"))
+        else:
+            check(lambda rid=rid: _check_state(store, rid, rows[rid]), f"state {rid}: as recorded")
+    first = rows[processed[0]]
+    original = store.path(ORIGINAL) / MODEL
+    check(
+        lambda: _check_file(original, first["input_model_sha256"], f"{processed[0]}'s input"),
+        f"original model: the one {processed[0]} started from",
+    )
+    return results
+
+
+_ids_found = "each processed request resolves, against the sample index, to the ids it hashed"
+
+
+def _check_ids(requests_dir: Path, store: StateStore, rows: dict, latest: str) -> None:
+    """Each processed request's ids, resolved in queue order, hash to its ledger row."""
+    index_path = beside_requests(requests_dir, "02_intermediate", "sample_index.csv")
+    if not index_path.is_file():
+        raise FileNotFoundError(f"no sample index {index_path}: the ids cannot be resolved")
+    index = pd.read_csv(index_path)
+    excluded: list[int] = []
+    for name in (ORIGINAL, latest):  # R_full records the exclusions; every state carries them
+        if (store.path(name) / RETAIN_STATS).is_file():
+            excluded = file_meta(store.path(name) / RETAIN_STATS).get("excluded_sample_ids", [])
+            break
+    num_classes = int(index["label"].max()) + 1
+    plans = plan_requests(load_requests(requests_dir), index, num_classes, set(), None, excluded)
+    for plan in plans:
+        rid = plan.request.id
+        if rid in rows and ids_digest(plan.forget_ids) != rows[rid]["ids_sha256"]:
+            raise RequestError(
+                f"request {rid} resolves to other ids than its ledger row hashed: the sample "
+                f"index {index_path} or an earlier request changed since it was processed"
+            )
+
+
+def _check_state(store: StateStore, rid: str, row: pd.Series) -> None:
+    for filename, column in STATE_FILES:
+        _check_file(store.path(rid) / filename, row[column], f"request {rid}'s {column}")
+
+
+def _check_file(path: Path, digest: str, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    if sha256_file(path) != digest:
+        raise CheckpointError(f"{path} is not the file the ledger records as {what}")
