@@ -163,7 +163,8 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     if not history:
         return [f"nothing to archive: no request filed in {requests_dir} and no ledger {ledger}"]
     outputs = [beside_requests(requests_dir, layer, name) for layer, name in _QUEUE_OUTPUTS]
-    moving = history + [f for f in outputs if f.exists()] + [queue_file] * queue_file.is_file()
+    moving = history + [f for f in outputs if f.exists()]
+    moving += [queue_file] if queue_file.is_file() else []  # last: its requests go before it
     target = beside_requests(requests_dir, "archive", stamp)  # <root>/archive/<sub>/<stamp>
     n = 1
     while target.exists():  # archived twice within a stamp: never mix two archives
@@ -172,11 +173,12 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     verb = "would move" if dry_run else "moved"
     lines = [f"{verb} {path} -> {target / path.relative_to(root)}" for path in moving]
     original = states / ORIGINAL / MODEL
-    if original.is_file():
+    copy_original = original.is_file() and ledger.is_file()  # a processed request started from it
+    if copy_original:
         lines.append(f"{'would copy' if dry_run else 'copied'} {original} (the ledger names it)")
     if not dry_run:
         _move_all(moving, root, target)
-        if original.is_file():
+        if copy_original:
             (target / original.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(original, target / original.relative_to(root))
         write_queue(requests_dir, [])
