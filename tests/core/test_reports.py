@@ -140,7 +140,11 @@ def test_the_shadow_section_says_what_a_missing_training_time_means():
     for row in summary["models"].values():
         row.update(shadow_member_rate=0.5, shadow_auc=0.5)
     report = _report(summary, _ledger_row(), SECONDS, shadow_seconds=math.nan)
-    assert "the shadow attack's cost (training its shadow models) is not counted here" in report
+    assert "the same models as another request's (copied from its cache" in report
+    assert (
+        "the shadow attack's cost (training its shadow models) is counted where they were "
+        in report
+    )
     timed = _report(summary, _ledger_row(), SECONDS, shadow_seconds=12.0)
     assert "Training the 4 shadow models took 12.00 s." in timed
 
