@@ -251,3 +251,23 @@ def test_spectra_keep_the_model_s_layer_order_and_start_every_axis_at_1():
 @pytest.mark.parametrize("d", [0, 1])
 def test_spectra_of_a_tiny_layer_still_draw(d):
     plots.png_bytes(plots.spectra([_layer("fc", d, d)]))
+
+
+def test_the_gold_standard_is_trained_with_the_original_s_recorded_recipe(caplog):
+    from dataclasses import replace
+
+    from pgu.core.checkpoint import build_from_spec, model_from_bytes, model_spec, model_to_bytes
+    from pgu.core.training import TrainRecipe
+
+    then = TrainRecipe(epochs=2, lr=0.01)
+    original = build_from_spec(model_spec("mlp", (5,), 3))
+    original.pgu_recipe = dict(then.__dict__)  # as fit_from_scratch leaves it
+    original = model_from_bytes(model_to_bytes(original))  # and its file keeps it
+    now = replace(then, epochs=5)  # parameters_train.yml edited since
+    with caplog.at_level("WARNING"):
+        assert audit.trained_with(original, now) == then
+    assert "epochs 5 now, 2 then" in caplog.text
+    unrecorded = build_from_spec(model_spec("mlp", (5,), 3))  # a file from before recipes
+    assert audit.trained_with(unrecorded, now) == now
+    original.pgu_recipe = {**then.__dict__, "epochs": 0}  # not a valid recipe: the configured
+    assert audit.trained_with(original, now) == now

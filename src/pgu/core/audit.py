@@ -143,6 +143,29 @@ def gold_standard(
     return model, seconds
 
 
+def trained_with(original: nn.Module, configured: TrainRecipe) -> TrainRecipe:
+    """The recipe the gold standard and shadow models must be trained with: the original's own,
+    as its file records it, whatever ``parameters_train.yml`` says today (logged where they
+    differ); ``configured`` for a model file from before recipes were recorded."""
+    recorded = getattr(original, "pgu_recipe", None)
+    if not isinstance(recorded, dict):
+        return configured
+    try:
+        recipe = TrainRecipe(**recorded)
+    except (TypeError, ValueError) as exc:  # a recipe of another version of the code
+        logger.warning("the original's recorded recipe is unusable (%s): using the configured", exc)
+        return configured
+    then = recipe.__dict__
+    changed = {k: (v, then[k]) for k, v in configured.__dict__.items() if then[k] != v}
+    if changed:
+        logger.warning(
+            "the original model was trained with another recipe than parameters_train.yml's "
+            "(%s): the gold standard and shadow models are trained with the original's",
+            ", ".join(f"{k} {now} now, {then} then" for k, (now, then) in changed.items()),
+        )
+    return recipe
+
+
 def check_shadow_params(params: dict) -> int:
     """The number of shadow pairs ``evaluate.n_shadow`` asks for (0: off), checked up front.
 
@@ -354,6 +377,7 @@ def audit_request(
     states = workspace.states
     models: dict[str, nn.Module] = {"original": states.load_model(ORIGINAL)}
     lineage = model_hash(models["original"])  # the cached retrainings must share its data
+    recipe = trained_with(models["original"], recipe)
     out = workspace.reports_root / request.id
     gold, retrain_seconds = gold_standard(
         gold_cache,

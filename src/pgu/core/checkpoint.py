@@ -193,6 +193,9 @@ def model_to_bytes(model: nn.Module) -> bytes:
             "model has no pgu_spec; build it with pgu.core.checkpoint.build_from_spec"
         )
     meta = {"kind": "model", "spec": spec}
+    recipe = getattr(model, "pgu_recipe", None)  # how it was trained (training.fit_from_scratch)
+    if recipe is not None:
+        meta["recipe"] = recipe
     return tensors_to_bytes(dict(model.state_dict()), meta)
 
 
@@ -231,6 +234,8 @@ def model_from_bytes(data: bytes, what: str = "model file") -> nn.Module:
         )
     model = build_from_spec(spec)
     model.load_state_dict(tensors, strict=True)
+    if isinstance(meta.get("recipe"), dict):
+        model.pgu_recipe = meta["recipe"]
     return model.eval()
 
 

@@ -320,4 +320,7 @@ def fit_from_scratch(
     seed_everything(recipe.seed)
     model = build_from_spec(spec)
     history = train_model(model, train, recipe, val=val, device=device)
+    # saved in the model file's header (checkpoint.model_to_bytes): a retraining that must match
+    # this model, the gold standard, reads how it was trained from the model itself
+    model.pgu_recipe = dict(recipe.__dict__)
     return model.cpu().eval(), history
