@@ -324,8 +324,9 @@ def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(t
     (archive,) = (data / "archive").iterdir()  # <root>/archive/<UTC stamp>/
     stay = ("02_intermediate", "06_models/states/original", "06_models/retrained/.gitignore")
     moved = {k for k in before if not k.startswith(stay)}
-    original = "06_models/states/original/model.safetensors"  # copied: the ledger names it
-    assert _tree(archive) == {k: before[k] for k in [*moved, original]}  # every byte, its path
+    # copied: the original the ledger's first request started from, the index its ids name
+    copied = ["06_models/states/original/model.safetensors", "02_intermediate/sample_index.csv"]
+    assert _tree(archive) == {k: before[k] for k in [*moved, *copied]}  # every byte, its path
     assert {k: v for k, v in _tree(data).items() if not k.startswith("archive")} == {
         k: v for k, v in before.items() if k not in moved
     } | {"01_raw/deletion_requests/queue.yml": (requests / "queue.yml").read_bytes()}
@@ -335,7 +336,8 @@ def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(t
     assert main(["file-request", "--requests", str(requests), "--ids", "1,2,3"]) == 0
     assert [r.id for r in load_requests(requests)] == ["req-0001"]
     assert main(["archive", "--requests", str(requests)]) == 0
-    assert "holds models" not in capsys.readouterr().out  # a request file alone: no models
+    out = capsys.readouterr().out
+    assert "holds models" not in out and "copied" in out  # a request file and its index
     assert main(["archive", "--requests", str(requests)]) == 0
     assert "nothing to archive" in capsys.readouterr().out
 
@@ -409,9 +411,24 @@ def test_a_number_that_names_another_class_is_refused_not_guessed(tmp_path, caps
     meta = {"classes": ["1", "2"]}
     (tmp_path / "samples.safetensors").write_bytes(tensors_to_bytes({"x": torch.zeros(1)}, meta))
     common = ["--requests", str(folder), "--index", str(index)]
-    for token in ("1", "2"):
-        assert main(["file-request", "--classes", token, *common]) == 2
-        err = capsys.readouterr().err
-        assert f"{token!r} is ambiguous" in err and "label=name: 0=1, 1=2" in err
-    assert main(["file-request", "--classes", "0", *common]) == 0  # a label that is no other name
+    assert main(["file-request", "--classes", "1", *common]) == 2
+    err = capsys.readouterr().err
+    assert "'1' is ambiguous" in err and "write label:1 or name:1 (label=name: 0=1, 1=2)" in err
+    assert main(["file-request", "--classes", "name:1", *common]) == 0  # spelled out
     assert load_requests(folder)[-1].classes == (0,)
+    assert main(["file-request", "--classes", "label:1", *common]) == 2  # class 0 is filed
+    assert "every training sample" in capsys.readouterr().err  # ... but label:1 was read as 1
+    assert main(["file-request", "--classes", "2", *common]) == 2  # no label 2: the name '2'
+    assert "every training sample" in capsys.readouterr().err  # read as class 1, not range
+    assert main(["file-request", "--classes", "label:x", *common]) == 2
+    assert "a label is an integer" in capsys.readouterr().err
+
+
+def test_archive_does_not_pass_a_retrained_original_off_as_the_ledger_s(tmp_path, capsys):
+    data, requests = _queue_with_history(tmp_path)
+    (data / "06_models/states/original/model.safetensors").write_bytes(b"trained on new data")
+    capsys.readouterr()
+    assert main(["archive", "--requests", str(requests)]) == 0
+    assert "not copied: " in capsys.readouterr().out
+    (archive,) = (data / "archive").iterdir()
+    assert not (archive / "06_models/states/original").exists()

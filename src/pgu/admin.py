@@ -99,31 +99,44 @@ def _class_names(index_path: Path) -> list[str]:
 
 
 def _classes(text: str, names: list[str]) -> list[int]:
-    """The classes of ``--classes`` text: integer labels (the sample index's ``label``), or class
-    names (a CSV's string labels, an image folder's class folders) where the names are known.
+    """The classes of ``--classes`` text: integer labels (the sample index's ``label``), class
+    names (a CSV's string labels, an image folder's class folders) where the names are known, or
+    either spelled out as ``label:N`` / ``name:X``.
 
-    A number that is also the name of another class (a CSV's labels 1, 2, 3 are stored as 0, 1,
-    2 named '1', '2', '3') is refused, naming both readings, rather than guessed."""
+    A number that is both a label and the name of another class (a CSV's labels 1, 2, 3 are
+    stored as 0, 1, 2 named '1', '2', '3') is refused, naming both readings, rather than guessed.
+    """
     known = ", ".join(f"{i}={n}" for i, n in enumerate(names)) or "unknown here"
+
+    def by_name(name: str) -> int:
+        if name not in names:
+            raise RequestError(
+                f"--classes: {name!r} is neither an integer label nor a class name (the classes, "
+                f"label=name: {known})"
+            )
+        return names.index(name)
+
     values = []
     for token in text.replace(",", " ").split():
-        try:
-            label = int(token)
-        except ValueError:
-            if token not in names:
-                raise RequestError(
-                    f"--classes: {token!r} is neither an integer label nor a class name (the "
-                    f"classes, label=name: {known})"
-                ) from None
-            values.append(names.index(token))
+        kind, _, value = token.partition(":") if ":" in token else ("", "", token)
+        if kind == "name":
+            values.append(by_name(value))
             continue
-        if token in names and names.index(token) != label:
+        try:
+            label = int(value)
+        except ValueError:
+            if kind == "label":
+                raise RequestError(f"--classes: {token!r}: a label is an integer") from None
+            values.append(by_name(value))
+            continue
+        named = names.index(value) if value in names else None
+        if not kind and named is not None and named != label and 0 <= label < len(names):
             raise RequestError(
                 f"--classes: {token!r} is ambiguous: the label {label} or the class named "
-                f"{token!r}, whose label is {names.index(token)}; give the label of the class you "
-                f"mean (label=name: {known})"
+                f"{value!r}, whose label is {named}; write label:{label} or name:{value} "
+                f"(label=name: {known})"
             )
-        values.append(label)
+        values.append(named if not kind and named is not None and label >= len(names) else label)
     return values
 
 

@@ -21,6 +21,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from pgu.core.checkpoint import sha256_file
 from pgu.core.deletion import check_start_state
 from pgu.core.ledger import LedgerError, read_ledger
 from pgu.core.requests import ORIGINAL, QUEUE_FILE, beside_requests, write_queue
@@ -172,15 +173,28 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
         target = beside_requests(requests_dir, "archive", f"{stamp}-{n}")
     verb = "would move" if dry_run else "moved"
     lines = [f"{verb} {path} -> {target / path.relative_to(root)}" for path in moving]
+    # copied, so that `pgu-admin verify` can check the archive: the ids' index, and the original
+    # model the ledger's first request started from (if it is still that one)
+    copies = []
+    index = beside_requests(requests_dir, "02_intermediate", "sample_index.csv")
+    if index.is_file() and files:
+        copies.append((index, "the index its requests' ids name"))
     original = states / ORIGINAL / MODEL
-    copy_original = original.is_file() and ledger.is_file()  # a processed request started from it
-    if copy_original:
-        lines.append(f"{'would copy' if dry_run else 'copied'} {original} (the ledger names it)")
+    first = read_ledger(ledger).iloc[0] if ledger.is_file() else None
+    if first is not None and original.is_file():
+        if sha256_file(original) == first["input_model_sha256"]:
+            copies.append((original, "the ledger's first request started from it"))
+        else:
+            lines.append(
+                f"not copied: {original}, retrained since the ledger's first request started "
+                "from another model (its hash is in the archived ledger)"
+            )
+    lines += [f"{'would copy' if dry_run else 'copied'} {f} ({why})" for f, why in copies]
     if not dry_run:
         _move_all(moving, root, target)
-        if copy_original:
-            (target / original.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(original, target / original.relative_to(root))
+        for path, _ in copies:
+            (target / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.relative_to(root))
         write_queue(requests_dir, [])
         lines.append(f"started an empty queue {queue_file}")
     if models:
