@@ -168,12 +168,14 @@ def check_data_unchanged(
     if stored != fingerprint:
         raise CheckpointError(
             "the sample bundle and sample index (the data pipeline's outputs) are not the data "
-            "the original model's statistics were collected over (the data pipeline has run "
-            "again since, with other data or split settings): requests would subtract samples "
-            "R_full never summed. Restore them (`dvc checkout data/02_intermediate`; under "
-            "`--env cifar10`, its `cifar10/` files), or start over on this data: `kedro run` "
-            "(data, train, representation), then process the requests again, or, if they "
-            "were filed against the old data, `pgu-admin archive` for a new queue"
+            "the original model's statistics were collected over (the data pipeline ran again "
+            "with other data or split settings, or the files were edited): requests would "
+            "subtract samples R_full never summed. Restore them: `kedro run --pipelines data` "
+            "rewrites the same bytes if the source and its settings are as they were, or `dvc "
+            "checkout data/02_intermediate/sample_index.csv data/02_intermediate/samples"
+            ".safetensors` (under `--env cifar10`, its `cifar10/` files). Or start over on this "
+            "data: `kedro run` (data, train, representation), then process the requests again, "
+            "or, if they were filed against the old data, `pgu-admin archive` for a new queue"
         )
     return meta
 

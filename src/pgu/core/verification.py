@@ -83,8 +83,13 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool, str]]:
             check(lambda rid=rid: _check_state(store, rid, rows[rid]), f"state {rid}: as recorded")
     first = rows[processed[0]]
     original = store.path(ORIGINAL) / MODEL
+    fix = (
+        "it was retrained since (new data or code): restore the original the ledger names "
+        "(`dvc checkout`, your backup, or an archive), or replay every request from it (`dvc "
+        "repro`), or set this queue aside with `pgu-admin archive` to start over"
+    )
     check(
-        lambda: _check_file(original, first["input_model_sha256"], f"{processed[0]}'s input"),
+        lambda: _check_file(original, first["input_model_sha256"], f"{processed[0]}'s input", fix),
         f"original model: the one {processed[0]} started from",
     )
     return results
@@ -116,12 +121,16 @@ def _check_ids(requests_dir: Path, store: StateStore, rows: dict, latest: str) -
 
 
 def _check_state(store: StateStore, rid: str, row: pd.Series) -> None:
+    fix = (
+        f"restore it (`dvc checkout`, or your backup), or replay {rid} and the requests after it "
+        f"(`kedro run --pipelines unlearn --params unlearn.request_id={rid}`, in queue order)"
+    )
     for filename, column in STATE_FILES:
-        _check_file(store.path(rid) / filename, row[column], f"request {rid}'s {column}")
+        _check_file(store.path(rid) / filename, row[column], f"request {rid}'s {column}", fix)
 
 
-def _check_file(path: Path, digest: str, what: str) -> None:
+def _check_file(path: Path, digest: str, what: str, fix: str) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing")
+        raise FileNotFoundError(f"{path} is missing; {fix}")
     if sha256_file(path) != digest:
-        raise CheckpointError(f"{path} is not the file the ledger records as {what}")
+        raise CheckpointError(f"{path} is not the file the ledger records as {what}; {fix}")
