@@ -373,6 +373,19 @@ def test_budget_exhausted_is_explicit_and_warns(memorised, caplog):
     assert any("budget_exhausted" in r.getMessage() for r in caplog.records)
 
 
+def test_a_forget_set_already_past_the_target_is_returned_unchanged_without_blaming_the_rate(
+    memorised, caplog
+):
+    model, _, val, bases = memorised
+    wrong = replace(val, y=(val.y + 1) % val.num_classes)  # losses far above val's
+    with caplog.at_level(logging.WARNING, logger="pgu.core.unlearning"):
+        result = unlearn(model, bases, wrong, val, UnlearnConfig())
+    assert result.stop_reason == "past_target_at_start"
+    assert result.epochs_run == 0 and state_bytes(result.model) == state_bytes(model)
+    assert not any("learning rate is too high" in r.getMessage() for r in caplog.records)
+    assert any("NOTHING was unlearned" in r.getMessage() for r in caplog.records)
+
+
 def test_returning_the_original_is_explicit_and_warns(memorised, caplog):
     model, _, val, bases = memorised
     # the validation split itself as "forget set": it already looks like held-out data

@@ -141,6 +141,7 @@ EVAL_BATCH = 512
 # Reasons that mean the target was not reached; they are logged as warnings.
 MISSED = (
     "target_at_start",
+    "past_target_at_start",
     "guard_at_start",
     "overshoot",
     "guard",
@@ -690,6 +691,8 @@ def unlearn(
         of the pass), the keys of :func:`evaluate_sets`, status ("short", "hit", "over") and
         accepted (False for a try undone by a backtrack). ``stop_reason``: "target_reached";
         "target_at_start" (the start model already meets the target and is returned);
+        "past_target_at_start" (samples: the forget set already scores worse than held-out
+        data, so it looks unseen and the start model is returned);
         "guard_at_start" (the start model already breaks a guard against the original:
         earlier requests did too much damage, retrain); "overshoot" (samples: the band was
         jumped even at the smallest scale); "guard" (every try at the next epoch broke the
@@ -797,8 +800,11 @@ def unlearn(
     scale = ran_scale = 1.0  # the scale of the next try; of the last try run
     if not params:
         return finish("no_trainable_layers", 0, [], 0)
-    if status == "hit":
-        return finish("target_at_start", 0, snapshot(), 0)
+    # samples "over" at the start: the forget loss is already beyond held-out data's band, so
+    # descent cannot bring it closer (and the loop would blame the first epoch's rate for it)
+    past = status == "over" and classes is None and not math.isinf(dist)
+    if status == "hit" or past:
+        return finish("past_target_at_start" if past else "target_at_start", 0, snapshot(), 0)
     if math.isinf(dist):  # earlier requests already spent the guard: any epoch would break it
         logger.warning(
             "the model this request starts from is already below the guard (validation "
