@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             results = verify_queue(args.requests)
             for passed, line in results:
-                print(f"{'ok  ' if passed else 'FAIL'}  {line}")
-            return 0 if all(passed for passed, _ in results) else 1
+                print(f"{'skip' if passed is None else 'ok  ' if passed else 'FAIL'}  {line}")
+            return 1 if any(passed is False for passed, _ in results) else 0
         elif args.command == "archive":
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             for line in archive_queue(args.requests, stamp, args.dry_run):

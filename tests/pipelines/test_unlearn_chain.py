@@ -202,8 +202,9 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
     requests = str(project.path / REQUESTS)
     assert main(["verify", "--requests", requests]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 6 and all(line.startswith("ok") for line in out)
-    assert "forgotten ids: each processed request resolves" in out[2]
+    assert len(out) == 7 and all(line.startswith("ok") for line in out)
+    assert "data: the sample bundle and index are what R_full was collected over" in out[1]
+    assert "forgotten ids: each processed request resolves" in out[3]
 
     before = (project.path / STATES / "req-0001" / "model.safetensors").read_bytes()
     shutil.copy(
@@ -216,11 +217,12 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
     index.to_csv(index_path, index=False)
     assert main(["verify", "--requests", requests]) == 1
     failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
-    assert len(failed) == 2
-    assert "are in the val/test splits" in failed[0]  # the ids no longer resolve
+    assert len(failed) == 3
+    assert "not the data the original model's statistics were collected over" in failed[0]
+    assert "are in the val/test splits" in failed[1]  # the ids no longer resolve
     assert (
         "req-0001/model.safetensors is not the file the ledger records as request req-0001"
-        in failed[1]
+        in failed[2]
     )
 
     (project.path / STATES / "req-0001" / "model.safetensors").write_bytes(before)

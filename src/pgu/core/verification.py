@@ -2,6 +2,7 @@
 
 Replaying requests reproduces their bytes only on the machine that wrote them (README,
 "Determinism"); checking the trail does not need that. Every check reads files and the ledger:
+- the sample bundle and index are the data R_full was collected over (its fingerprint);
 - every processed request's file hashes to its ledger row;
 - the queue, resolved against the sample index in order (with the samples the original model
   never trained on left out, as its statistics record them), gives each processed request the
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pgu.core.checkpoint import CheckpointError, file_meta, sha256_file
+from pgu.core.checkpoint import CheckpointError, file_meta, load_tensors, sha256_file
+from pgu.core.data import data_fingerprint
 from pgu.core.deletion import (
     STATE_FILES,
+    check_data_unchanged,
     check_requests_unchanged,
     check_start_state,
     ids_digest,
@@ -33,11 +36,12 @@ from pgu.core.state import MODEL, RETAIN_STATS, StateStore
 _FAILURES = (RequestError, LedgerError, CheckpointError, OSError, ValueError)
 
 
-def verify_queue(requests_dir: str | Path) -> list[tuple[bool, str]]:
+def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
     """Check the audit trail of the queue in ``requests_dir`` (laid out as in the catalog).
 
     Returns:
-        (passed, what was checked and found) per check, in the order above.
+        (passed, what was checked and found) per check, in the order above; passed is None for
+        a check that could not be made (an archive keeps no sample bundle).
     """
     requests_dir = Path(requests_dir)
     ledger_path = beside_requests(requests_dir, "08_reporting", "ledger.csv")
@@ -56,7 +60,9 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool, str]]:
         return [(True, f"ledger {ledger_path}: no request processed yet, nothing to verify")]
     rows = {rid: ledger[ledger["request_id"].astype(str) == rid].iloc[-1] for rid in processed}
     latest = processed[-1]
-    results = [(True, f"ledger {ledger_path}: {len(processed)} requests processed, {latest} last")]
+    results: list[tuple[bool | None, str]] = [
+        (True, f"ledger {ledger_path}: {len(processed)} requests processed, {latest} last")
+    ]
 
     def check(fn, found: str) -> None:
         try:
@@ -66,6 +72,15 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool, str]]:
         else:
             results.append((True, found))
 
+    bundle = beside_requests(requests_dir, "02_intermediate", "samples.safetensors")
+    index_path = beside_requests(requests_dir, "02_intermediate", "sample_index.csv")
+    if bundle.is_file() and index_path.is_file():
+        check(
+            lambda: _check_data(store, bundle, index_path, processed),
+            "data: the sample bundle and index are what R_full was collected over",
+        )
+    else:
+        results.append((None, f"data: not checked (no {bundle} beside {index_path})"))
     check(
         lambda: check_requests_unchanged(requests_dir, ledger),
         f"request files: each of the {len(processed)} hashes to its ledger row",
@@ -118,6 +133,11 @@ def _check_ids(requests_dir: Path, store: StateStore, rows: dict, latest: str) -
                 f"request {rid} resolves to other ids than its ledger row hashed: the sample "
                 f"index {index_path} or an earlier request changed since it was processed"
             )
+
+
+def _check_data(store: StateStore, bundle: Path, index_path: Path, processed: list) -> None:
+    tensors, _ = load_tensors(bundle)
+    check_data_unchanged(store, data_fingerprint(tensors, pd.read_csv(index_path)), processed)
 
 
 def _check_state(store: StateStore, rid: str, row: pd.Series) -> None:
