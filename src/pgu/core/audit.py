@@ -373,6 +373,7 @@ def audit_request(
         val=split_set(samples, index, "val"),
         test=split_set(samples, index, "test"),
         forget_classes=classes,
+        removed_before=plan.removed_classes,
     )
     states = workspace.states
     models: dict[str, nn.Module] = {"original": states.load_model(ORIGINAL)}
@@ -610,7 +611,8 @@ def _report(
     ]
     if summary["classes"]:
         lines += [
-            "Test accuracy is also split into the removed classes and the other classes.",
+            "Test accuracy is also split into the removed classes and the other classes "
+            "(without those earlier requests removed, which no retrained model predicts).",
             "",
         ]
     lines += _weak_reference(rows, bool(summary["classes"]))

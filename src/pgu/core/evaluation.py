@@ -30,13 +30,16 @@ GOLD_SETS = ("retain", "forget", "test")  # the sets ToW and |Δacc| are taken o
 
 @dataclass(frozen=True)
 class EvalSets:
-    """The four sets of one request, and the classes it removes (empty for sample removal)."""
+    """The four sets of one request, the classes it removes (empty for sample removal) and the
+    classes earlier requests removed (left out of "the other classes": no retrained model
+    predicts them)."""
 
     retain: SampleSet
     forget: SampleSet
     val: SampleSet
     test: SampleSet
     forget_classes: tuple[int, ...] = ()
+    removed_before: tuple[int, ...] = ()
 
     def get(self, name: str) -> SampleSet:
         return getattr(self, name)
@@ -73,8 +76,9 @@ def evaluate_model(
     if sets.forget_classes:
         y_test = labels["test"]
         gone = torch.isin(y_test, torch.tensor(sets.forget_classes))
+        others = ~gone & ~torch.isin(y_test, torch.tensor(sets.removed_before, dtype=torch.long))
         m["test_forget_class_acc"] = _acc(probs["test"][gone], y_test[gone])
-        m["test_other_acc"] = _acc(probs["test"][~gone], y_test[~gone])
+        m["test_other_acc"] = _acc(probs["test"][others], y_test[others])
     attack = entropy_attack(
         probs["retain"],
         labels["retain"],
