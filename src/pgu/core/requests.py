@@ -355,6 +355,18 @@ def beside_requests(folder: str | Path, layer: str, name: str) -> Path | None:
     return Path(*parts[:raw], layer, *parts[raw + 1 : -1], name)
 
 
+def laid_out_beside(folder: str | Path, layer: str, name: str) -> Path:
+    """:func:`beside_requests`, or a ValueError where ``folder`` is not laid out as the catalog
+    lays a queue out (so nothing beside it can be found)."""
+    path = beside_requests(folder, layer, name)
+    if path is None:
+        raise ValueError(
+            f"--requests {folder} is not a <root>/01_raw/<sub>/deletion_requests folder, so "
+            "where its ledger, states, reports and index are cannot be told"
+        )
+    return path
+
+
 def default_ledger(folder: str | Path) -> Path | None:
     """The ledger of a requests folder: ``<root>/08_reporting/<sub>/ledger.csv``, or None."""
     return beside_requests(folder, "08_reporting", "ledger.csv")

@@ -24,7 +24,13 @@ from pathlib import Path
 from pgu.core.checkpoint import sha256_file
 from pgu.core.deletion import check_start_state
 from pgu.core.ledger import LedgerError, read_ledger
-from pgu.core.requests import ORIGINAL, QUEUE_FILE, beside_requests, write_queue
+from pgu.core.requests import (
+    ORIGINAL,
+    QUEUE_FILE,
+    beside_requests,
+    laid_out_beside,
+    write_queue,
+)
 from pgu.core.state import MODEL, StateStore
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
@@ -147,12 +153,7 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
         One line per action.
     """
     requests_dir = Path(requests_dir)
-    ledger = beside_requests(requests_dir, "08_reporting", "ledger.csv")
-    if ledger is None:
-        raise ValueError(
-            f"--requests {requests_dir} is not a <root>/01_raw/<sub>/deletion_requests folder, "
-            "so where its ledger, states and reports are cannot be told"
-        )
+    ledger = laid_out_beside(requests_dir, "08_reporting", "ledger.csv")
     parts = requests_dir.parts
     root = Path(*parts[: len(parts) - 1 - parts[::-1].index("01_raw")])  # before the last 01_raw
     states = beside_requests(requests_dir, "06_models", "states")

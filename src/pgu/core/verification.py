@@ -30,7 +30,13 @@ from pgu.core.deletion import (
     plan_requests,
 )
 from pgu.core.ledger import LedgerError, read_ledger
-from pgu.core.requests import ORIGINAL, RequestError, beside_requests, load_requests
+from pgu.core.requests import (
+    ORIGINAL,
+    RequestError,
+    beside_requests,
+    laid_out_beside,
+    load_requests,
+)
 from pgu.core.state import MODEL, RETAIN_STATS, StateStore
 
 _FAILURES = (RequestError, LedgerError, CheckpointError, OSError, ValueError)
@@ -44,12 +50,7 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         a check that could not be made (an archive keeps no sample bundle).
     """
     requests_dir = Path(requests_dir)
-    ledger_path = beside_requests(requests_dir, "08_reporting", "ledger.csv")
-    if ledger_path is None:
-        raise ValueError(
-            f"--requests {requests_dir} is not a <root>/01_raw/<sub>/deletion_requests folder, "
-            "so where its ledger, states and index are cannot be told"
-        )
+    ledger_path = laid_out_beside(requests_dir, "08_reporting", "ledger.csv")
     store = StateStore(beside_requests(requests_dir, "06_models", "states"))
     try:
         ledger = read_ledger(ledger_path)
