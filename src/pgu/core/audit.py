@@ -155,13 +155,13 @@ def trained_with(original: nn.Module, configured: TrainRecipe) -> TrainRecipe:
     except (TypeError, ValueError) as exc:  # a recipe of another version of the code
         logger.warning("the original's recorded recipe is unusable (%s): using the configured", exc)
         return configured
-    then = recipe.__dict__
-    changed = {k: (v, then[k]) for k, v in configured.__dict__.items() if then[k] != v}
+    used = recipe.__dict__
+    changed = {k: (v, used[k]) for k, v in configured.__dict__.items() if used[k] != v}
     if changed:
         logger.warning(
             "the original model was trained with another recipe than parameters_train.yml's "
             "(%s): the gold standard and shadow models are trained with the original's",
-            ", ".join(f"{k} {now} now, {then} then" for k, (now, then) in changed.items()),
+            ", ".join(f"{k} {now} now, {was} then" for k, (now, was) in changed.items()),
         )
     return recipe
 

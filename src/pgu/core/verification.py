@@ -86,7 +86,11 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         lambda: check_requests_unchanged(requests_dir, ledger),
         f"request files: each of the {len(processed)} hashes to its ledger row",
     )
-    check(lambda: _check_ids(requests_dir, store, rows, latest), "forgotten ids: " + _ids_found)
+    check(
+        lambda: _check_ids(requests_dir, store, rows, latest),
+        "forgotten ids: each processed request resolves, against the sample index, to the ids "
+        "it hashed",
+    )
     check(
         lambda: check_start_state(store, ledger, latest),
         f"served state {latest}: model and statistics are what the ledger's chain ends in, and "
@@ -109,9 +113,6 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         f"original model: the one {processed[0]} started from",
     )
     return results
-
-
-_ids_found = "each processed request resolves, against the sample index, to the ids it hashed"
 
 
 def _check_ids(requests_dir: Path, store: StateStore, rows: dict, latest: str) -> None:
