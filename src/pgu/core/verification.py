@@ -62,7 +62,7 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
     rows = {rid: ledger[ledger["request_id"].astype(str) == rid].iloc[-1] for rid in processed}
     latest = processed[-1]
     results: list[tuple[bool | None, str]] = [
-        (True, f"ledger {ledger_path}: {len(processed)} requests processed, {latest} last")
+        (True, f"ledger {ledger_path}: {len(processed)} processed, {latest} last")
     ]
 
     def check(fn, found: str) -> None:
@@ -84,7 +84,7 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         results.append((None, f"data: not checked (no {bundle} beside {index_path})"))
     check(
         lambda: check_requests_unchanged(requests_dir, ledger),
-        f"request files: each of the {len(processed)} hashes to its ledger row",
+        "request files: each processed one hashes to its ledger row",
     )
     check(
         lambda: _check_ids(requests_dir, store, rows, latest),
