@@ -10,7 +10,7 @@ import torch
 from pgu.admin import main
 from pgu.core.checkpoint import sha256_file
 from pgu.core.ledger import COLUMNS, append_row
-from pgu.core.requests import load_requests
+from pgu.core.requests import load_requests, read_queue
 
 STATE_FILES = ("model.safetensors", "retain_stats.safetensors")
 
@@ -436,3 +436,35 @@ def test_archive_does_not_pass_a_retrained_original_off_as_the_ledger_s(tmp_path
     assert main(["verify", "--requests", str(archive / "01_raw/deletion_requests")]) == 1
     out = capsys.readouterr().out  # (1: these made-up ledger rows hash no real request file)
     assert "skip  data: not checked" in out and "FAIL" in out
+
+
+def test_withdraw_takes_a_pending_request_out_and_keeps_the_chain(tmp_path, capsys):
+    folder, index = tmp_path / "requests", _index(tmp_path)
+    common = ["--requests", str(folder), "--index", str(index)]
+    for ids in ("1", "2", "3"):
+        assert main(["file-request", "--ids", ids, *common]) == 0
+    ledger = tmp_path / "ledger.csv"
+    row = {c: "x" for c in COLUMNS} | {"request_id": "req-0001", "input_state": "original"}
+    append_row(ledger, row)  # req-0001 processed
+    capsys.readouterr()
+    assert main(["withdraw", "--requests", str(folder), "req-0002"]) == 2  # which ledger?
+    assert "pass --ledger" in capsys.readouterr().err
+    withdraw = ["withdraw", "--requests", str(folder), "--ledger", str(ledger)]
+
+    assert main([*withdraw, "req-0002"]) == 0  # pending: req-0003 now starts from req-0001
+    assert "withdrew req-0002" in capsys.readouterr().out
+    assert not (folder / "req-0002.yml").exists()
+    assert [(r["id"], r["after"]) for r in read_queue(folder)] == [
+        ("req-0001", "original"),
+        ("req-0003", "req-0001"),
+    ]
+    assert [r.id for r in load_requests(folder)] == ["req-0001", "req-0003"]  # a valid queue
+
+    before = _tree(folder)
+    assert main([*withdraw, "req-0001"]) == 2  # processed: the ledger and its state are the record
+    assert "was processed" in capsys.readouterr().err
+    assert main([*withdraw, "req-0009"]) == 2
+    assert "is not in" in capsys.readouterr().err
+    assert _tree(folder) == before
+    assert main([*withdraw, "req-0003"]) == 0  # the last one
+    assert [r["id"] for r in read_queue(folder)] == ["req-0001"]

@@ -5,6 +5,7 @@
     pgu-admin file-request --classes 3
     pgu-admin file-request --random-fraction 0.1 --seed 0     # a random share of the train split
     pgu-admin purge [--dry-run]
+    pgu-admin withdraw req-0003         # take a pending (unprocessed) request out of the queue
     pgu-admin archive [--dry-run]       # start over: move the queue's whole history aside
     pgu-admin verify                    # check the audit trail from hashes (any machine)
 
@@ -39,6 +40,7 @@ from pgu.core.requests import (
     file_request,
     load_requests,
     resolve,
+    withdraw_request,
 )
 from pgu.core.retention import archive_queue, purge_superseded
 from pgu.core.verification import verify_queue
@@ -257,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.add_argument("--dry-run", action="store_true", help="only list what would be moved")
     a.add_argument("--requests", default=REQUESTS, help="the request folder of the queue")
+    w = sub.add_parser("withdraw", help="take a pending (unprocessed) request out of the queue")
+    w.add_argument("request_id", help="the request's id, e.g. req-0003")
+    w.add_argument("--requests", default=REQUESTS, help="the request folder of the queue")
+    w.add_argument("--ledger", help="its ledger (default: the one beside --requests)")
     v = sub.add_parser(
         "verify",
         help="check the audit trail from hashes: request files, forgotten ids, the states' "
@@ -273,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             else:  # another environment's queue (DVC tracks only conf/base's)
                 how = "`kedro run --env <env> --pipelines unlearn` (the env whose catalog has it)"
             print(f"filed {path}; process it with {how}")
+        elif args.command == "withdraw":
+            path = withdraw_request(args.requests, args.request_id, args.ledger)
+            print(f"withdrew {args.request_id}: deleted {path}, and the queue skips it")
         elif args.command == "verify":
             results = verify_queue(args.requests)
             for passed, line in results:

@@ -453,6 +453,40 @@ def file_request(
     return path
 
 
+def withdraw_request(folder: str | Path, request_id: str, ledger: str | Path | None = None) -> Path:
+    """Take a pending request out of the queue: its file goes, and the request after it starts
+    from the one before it. Returns the deleted file's path.
+
+    Raises:
+        RequestError: the id is not queued, it was processed (its ledger row and state are the
+            record; file a new request instead), or the ledger cannot be found.
+    """
+    folder = Path(folder)
+    queue = read_queue(folder)
+    ids = [q["id"] for q in queue]
+    if request_id not in ids:
+        raise RequestError(f"request {request_id!r} is not in {folder / QUEUE_FILE}; queued: {ids}")
+    ledger = default_ledger(folder) if ledger is None else Path(ledger)
+    if ledger is None:  # without it a processed request could not be told from a pending one
+        raise RequestError(
+            f"cannot tell which ledger belongs to {folder} (not a <root>/01_raw/<sub>/"
+            "deletion_requests folder); pass --ledger"
+        )
+    if request_id in set(read_ledger(ledger)["request_id"].astype(str)):
+        raise RequestError(
+            f"request {request_id} was processed (the ledger {ledger} lists it): it stays in the "
+            "record; file a new request for what it should have been"
+        )
+    at = ids.index(request_id)
+    rest = queue[:at] + queue[at + 1 :]
+    if at < len(rest):  # the next one starts from the one before the withdrawn request
+        rest[at] = {"id": rest[at]["id"], "after": queue[at]["after"]}
+    path = folder / f"{request_id}.yml"
+    write_queue(folder, rest)
+    path.unlink(missing_ok=True)
+    return path
+
+
 def write_queue(folder: str | Path, queue: list[dict]) -> None:
     """Write ``queue`` (``[{id, after}, ...]``, possibly empty) as the folder's queue.yml."""
     header = "# Processing order of deletion requests; `after` is the state each one starts from.\n"
