@@ -87,7 +87,7 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         "request files: each processed one hashes to its ledger row",
     )
     check(
-        lambda: _check_ids(requests_dir, store, rows, latest),
+        lambda: _check_ids(requests_dir, index_path, store, rows, latest),
         "forgotten ids: each processed request resolves, against the sample index, to the ids "
         "it hashed",
     )
@@ -115,9 +115,10 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
     return results
 
 
-def _check_ids(requests_dir: Path, store: StateStore, rows: dict, latest: str) -> None:
+def _check_ids(
+    requests_dir: Path, index_path: Path, store: StateStore, rows: dict, latest: str
+) -> None:
     """Each processed request's ids, resolved in queue order, hash to its ledger row."""
-    index_path = beside_requests(requests_dir, "02_intermediate", "sample_index.csv")
     if not index_path.is_file():
         raise FileNotFoundError(f"no sample index {index_path}: the ids cannot be resolved")
     index = pd.read_csv(index_path)
