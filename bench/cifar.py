@@ -736,11 +736,12 @@ class Bench:
         forget_ids: np.ndarray,
         forgotten: np.ndarray,
         classes: list[int] | None,
-    ) -> tuple[nn.Module, float]:
+    ) -> tuple[nn.Module, dict]:
         """Baseline ``name`` on a request, as the evaluate pipeline runs it: from PGU's starting
         model ``start`` (the original, or in (b) PGU's previous step), forgetting ``forget_ids``
         with PGU's UnlearnConfig (FT: evaluate.finetune_recipe, seeded with the seed, on the
-        train set without ``forgotten``, everything forgotten so far): (model, seconds)."""
+        train set without ``forgotten``, everything forgotten so far): (model, {"time_s",
+        "stopped"}), where "stopped" says how its run ended."""
         original = self.seed_state(seed)["original"]
         key = (seed, name, np.sort(forget_ids).tobytes(), np.sort(forgotten).tobytes())
         if start is original and key in self._baselines:  # (a)'s, again as (b)'s first step
@@ -755,12 +756,12 @@ class Bench:
             finetune_recipe=TrainRecipe.from_params(dict(self.finetune_params, seed=seed)),
             original=None if start is original else original,
         )
-        model, seconds = timed(lambda: run_baseline(name, start, ctx), self.device)
-        logger.info("seed %d baseline %s: %.2fs", seed, name, seconds)
-        model = model.cpu().eval()
+        outcome, seconds = timed(lambda: run_baseline(name, start, ctx), self.device)
+        logger.info("seed %d baseline %s: %.2fs, %s", seed, name, seconds, outcome.stopped)
+        model, run = outcome.model.cpu().eval(), {"time_s": seconds, "stopped": outcome.stopped}
         if start is original:
-            self._baselines[key] = (model, seconds)
-        return model, seconds
+            self._baselines[key] = (model, run)
+        return model, run
 
     def evaluate(
         self, models: dict[str, nn.Module], sets: EvalSets, seed: int
@@ -835,9 +836,9 @@ class Bench:
             for name in self.variants_for(scenario)
         }
         models.update({f"pgu:{name}": r["model"] for name, r in extra.items()})
-        baseline_s = {}
+        baseline_runs = {}
         for name in self.baselines:
-            models[name], baseline_s[name] = self.baseline(
+            models[name], baseline_runs[name] = self.baseline(
                 name, seed, state["original"], forget_ids, forget_ids, classes
             )
         rows = self.evaluate(models, self.eval_sets(forget_ids, classes or ()), seed)
@@ -850,9 +851,9 @@ class Bench:
             record["variants"][name] = {
                 k: r[k] for k in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
             }
-        for name, seconds in baseline_s.items():
-            rows[name]["time_s"] = seconds
-        record["baselines"] = {name: {"time_s": t} for name, t in baseline_s.items()}
+        for name, run in baseline_runs.items():
+            rows[name]["time_s"] = run["time_s"]
+        record["baselines"] = baseline_runs
         return record
 
     def incremental(self, seed: int, on_step: Callable[[dict], None]) -> list[dict]:
@@ -887,9 +888,9 @@ class Bench:
             label = {name: "pgu" if name is None else f"pgu:{name}" for name in names}
             models = {"original": state["original"]}
             models.update({label[name]: r["model"] for name, r in reqs.items()})
-            baseline_s = {}
+            baseline_runs = {}
             for name in self.baselines:  # from PGU's previous model, as the audit does
-                models[name], baseline_s[name] = self.baseline(
+                models[name], baseline_runs[name] = self.baseline(
                     name, seed, current[None], step_ids, forgotten, None
                 )
             retrain_s, gold_reused = math.nan, False
@@ -912,11 +913,11 @@ class Bench:
                     key: reqs[name][key]
                     for key in ("request_s", "bases_s", "unlearn_s", "stop_reason", "epochs_run")
                 }
-            for name, seconds in baseline_s.items():
-                rows[name]["time_s"] = seconds
-            record["baselines"] = {name: {"time_s": t} for name, t in baseline_s.items()}
+            for name, run in baseline_runs.items():
+                rows[name]["time_s"] = run["time_s"]
+            record["baselines"] = baseline_runs
             records.append(record)
-            self.budget.end(len(names) + len(baseline_s))
+            self.budget.end(len(names) + len(baseline_runs))
             on_step(record)
             current = {name: r["model"] for name, r in reqs.items()}
             r_prev, chain = req["r_retain"], f"{chain}>{k}"

@@ -69,6 +69,12 @@ def summarise(runs: list[dict]) -> dict:
     out["times_from_state_dir"] = any(r.get("times_from_state_dir") for r in runs)
     out["stop_reasons"] = [r["unlearn"]["stop_reason"] for r in runs]
     out["epochs_run"] = [r["unlearn"]["epochs_run"] for r in runs]
+    # how each baseline's run ended, seed by seed (results written before this have none)
+    out["baseline_stops"] = {
+        name: [r["baselines"][name].get("stopped", "?") for r in runs if name in r["baselines"]]
+        for name in runs[0].get("baselines", {})
+        if any("stopped" in r.get("baselines", {}).get(name, {}) for r in runs)
+    }
     return out
 
 
@@ -216,6 +222,10 @@ def timing_line(summary: dict, epochs: int) -> str:
             else ""
         )
         + f"; stops {summary['stop_reasons']}, epochs run {summary['epochs_run']}"
+        + "".join(
+            f"; {name} {'; '.join(stops)}"
+            for name, stops in summary.get("baseline_stops", {}).items()
+        )
     )
 
 

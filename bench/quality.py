@@ -268,12 +268,12 @@ def run_scenario(
         timings = []
         for _ in range(request_repeats):
             w0, c0 = time.perf_counter(), time.process_time()
-            model = run_baseline(method, original, ctx)
+            outcome = run_baseline(method, original, ctx)
             timings.append((time.perf_counter() - w0, time.process_time() - c0))
         wall, cpu = (statistics.median(t[i] for t in timings) for i in range(2))
-        row, probs = evaluate(model, sets, ref_probs, forget_class, seed, attack_repeats)
+        row, probs = evaluate(outcome.model, sets, ref_probs, forget_class, seed, attack_repeats)
         row["tow"] = tug_of_war({k: row[k] for k in accs}, {k: ref[k] for k in accs})
-        out["baselines"][method] = dict(row, time_s=wall, cpu_s=cpu)
+        out["baselines"][method] = dict(row, time_s=wall, cpu_s=cpu, stopped=outcome.stopped)
         forget_probs[method] = probs["forget"]
         distances[method] = dict(
             gold_distance(row, probs, ref, ref_probs),

@@ -100,6 +100,6 @@ def test_fine_tuning_does_not_depend_on_the_global_generator():
     for seed in (1, 2):
         torch.manual_seed(seed)
         state = torch.get_rng_state()
-        outs.append(run_baseline("ft", model, ctx).state_dict())
+        outs.append(run_baseline("ft", model, ctx).model.state_dict())
         assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

@@ -241,6 +241,8 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(bench_out, capsys):
             for key in ("forget_acc", "retain_acc", "test_acc", "attack_rate", "js_forget"):
                 assert 0.0 <= row[key] <= 1.0
             assert row["time_s"] > 0 and run["baselines"][name]["time_s"] == row["time_s"]
+        assert run["baselines"]["ft"]["stopped"].endswith("of fine-tuning on the retain set")
+        assert run["baselines"]["ng"]["stopped"].startswith("`")  # the loop's stop reason
         # FT trained further: its outputs are its own, not the original's
         assert run["models"]["ft"]["js_test"] != run["models"]["original"]["js_test"]
     # (b)'s first step is (a)'s request: the same baseline models, not run twice
@@ -250,6 +252,7 @@ def test_bench_runs_the_evaluate_baselines_beside_pgu(bench_out, capsys):
     text = (out / "results.md").read_text()
     assert "| ng |" in text and "| ft |" in text
     assert "baselines / retraining: ng " in text  # each baseline's time against retraining
+    assert "; ng `" in text  # and how each baseline's runs ended
     with pytest.raises(SystemExit):
         bench.parse_args(["--baselines", "ng,retrain"])
     assert "unknown ['retrain']" in capsys.readouterr().err

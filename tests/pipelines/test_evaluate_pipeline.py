@@ -1,6 +1,7 @@
 """End to end: evaluate after unlearn writes a report per request; the notebook runs on it."""
 
 import json
+import re
 
 import nbformat
 import pandas as pd
@@ -42,6 +43,13 @@ def test_evaluate_reports_every_request_and_the_notebook_shows_it(trained_projec
         assert set(ev["verdicts"]["pgu"]) <= set(ev["tolerances"])
         report = (reports / rid / "report.md").read_text()
         assert "| retrained |" in report and "× retraining" in report
+        # the cost section says how each baseline's run ended: FT's epochs, the loops' stops
+        stops = ev["baseline_stops"]
+        assert stops["ft"] == "1 epoch of fine-tuning on the retain set"
+        for name in ("ng", "rl", "no_projection"):
+            assert re.fullmatch(r"`[a-z_]+` after \d+ epochs?(, kept epoch \d+)?", stops[name])
+            assert re.search(rf"^- {name}: [\d.]+ s = [\d.]+ × retraining \(`", report, re.M)
+        assert f"× retraining ({stops['ft']})" in report
         assert (reports / rid / "mia.png").read_bytes()[:4] == b"\x89PNG"
         # The shadow-model attack (2 pairs by default) scores every model but the reference.
         shadow = ev["shadow_attack"]

@@ -409,14 +409,18 @@ def audit_request(
         finetune_recipe=TrainRecipe.from_params(params["finetune_recipe"]),
         original=None if plan.after == ORIGINAL else models["original"],  # as execute_request
     )
+    stopped: dict[str, str] = {}  # how each baseline's run ended, for the report
     for name in params.get("baselines") or []:
         ctx = BaselineContext(retain=sets.retain if name in NEEDS_RETAIN else None, **ctx_args)
         # the baselines' own loops log as PGU's does: say whose lines follow
         logger.info("%s: baseline %s, from state %s", request.id, name, plan.after)
         t0 = time.perf_counter()
-        models[name] = run_baseline(name, start_model, ctx)
+        outcome = run_baseline(name, start_model, ctx)
         seconds[name] = time.perf_counter() - t0
-        logger.info("%s: baseline %s done in %.1f s", request.id, name, seconds[name])
+        models[name], stopped[name] = outcome.model, outcome.stopped
+        logger.info(
+            "%s: baseline %s done in %.1f s (%s)", request.id, name, seconds[name], outcome.stopped
+        )
     # models that returned their start model as it was (e.g. stopped before any epoch was kept)
     pgu_same = ledger_row["output_model_sha256"] == ledger_row["input_model_sha256"]
     unchanged = ["pgu"] if pgu_same else []
@@ -464,6 +468,7 @@ def audit_request(
         "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
         "tolerances": tolerances,
         "unchanged": unchanged,
+        "baseline_stops": stopped,
     }
     if shadow is not None:
         summary["shadow_attack"] = shadow
@@ -632,9 +637,11 @@ def _report(
             "the ledger), so compare them on an idle machine."
         )
     lines.append("")
+    stops = summary.get("baseline_stops", {})  # absent from summaries written before it was kept
     for name, s in seconds.items():
         if name != GOLD:
-            lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining")
+            how = f" ({stops[name]})" if name in stops else ""
+            lines.append(f"- {name}: {s:.2f} s = {s / gold_s:.3f} × retraining{how}")
     lines.append("")
     if "shadow_attack" in summary:
         lines += _shadow_section(summary, shadow_seconds)

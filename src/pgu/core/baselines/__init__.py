@@ -1,10 +1,11 @@
 """Baselines: what a practitioner would do instead of PGU, run on the same request.
 
-Every baseline has the same interface, ``run(model, ctx) -> nn.Module``, returns an updated
-copy and leaves its input untouched. NG, RL and the no-projection ablation use PGU's own loop
-(the same epoch budget, step calibration and stopping rule) with another loss or without the
-projection, so the comparison isolates what the loss and the projection buy. FT needs the
-retain data, which PGU does not: that is the point of comparing against it.
+Every baseline has the same interface, ``run(model, ctx) -> BaselineOutcome``: an updated copy
+(its input is left untouched) and how its run ended, for the report. NG, RL and the
+no-projection ablation use PGU's own loop (the same epoch budget, step calibration and stopping
+rule) with another loss or without the projection, so the comparison isolates what the loss and
+the projection buy. FT needs the retain data, which PGU does not: that is the point of
+comparing against it.
 
 - ``ft``: fine-tune on the retain set (catastrophic forgetting of the forget set).
 - ``ng``: negative gradient — gradient ascent on the cross-entropy of the forget set.
@@ -14,35 +15,16 @@ retain data, which PGU does not: that is the point of comparing against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from pgu.core.baselines import finetune, negative_gradient, no_projection, random_labels
-from pgu.core.data import SampleSet
-from pgu.core.training import TrainRecipe
-from pgu.core.unlearning import UnlearnConfig
+from pgu.core.baselines.outcome import BaselineContext, BaselineOutcome
 
+__all__ = ["BASELINES", "NEEDS_RETAIN", "BaselineContext", "BaselineOutcome", "run_baseline"]
 
-@dataclass(frozen=True)
-class BaselineContext:
-    """Everything a baseline may use for one request."""
-
-    forget: SampleSet
-    val: SampleSet
-    retain: SampleSet | None  # only given to baselines that need it (FT)
-    config: UnlearnConfig
-    forget_classes: Sequence[int] | None
-    device: torch.device
-    finetune_recipe: TrainRecipe
-    # the original model when ``model`` is an earlier request's result: the reference of the
-    # unlearning loop's target and guards (UnlearnConfig.reference); None on the original
-    original: nn.Module | None = None
-
-
-BASELINES: dict[str, Callable[[nn.Module, BaselineContext], nn.Module]] = {
+BASELINES: dict[str, Callable[[nn.Module, BaselineContext], BaselineOutcome]] = {
     "ft": finetune.run,
     "ng": negative_gradient.run,
     "rl": random_labels.run,
@@ -51,7 +33,7 @@ BASELINES: dict[str, Callable[[nn.Module, BaselineContext], nn.Module]] = {
 NEEDS_RETAIN = frozenset({"ft"})
 
 
-def run_baseline(name: str, model: nn.Module, ctx: BaselineContext) -> nn.Module:
+def run_baseline(name: str, model: nn.Module, ctx: BaselineContext) -> BaselineOutcome:
     """Run baseline ``name`` on a copy of ``model``."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; valid: {sorted(BASELINES)}")

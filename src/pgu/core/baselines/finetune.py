@@ -7,18 +7,15 @@ exponential decay) with the ``finetune_recipe`` (a few epochs at a small learnin
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from pgu.core.baselines.outcome import BaselineContext, BaselineOutcome
 from pgu.core.training import train_model
 
-if TYPE_CHECKING:
-    from pgu.core.baselines import BaselineContext
 
-
-def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
+def run(model: nn.Module, ctx: BaselineContext) -> BaselineOutcome:
     """Fine-tune a copy of ``model`` on ``ctx.retain``.
 
     Dropout draws from torch's global generator, which whatever ran before (a gold standard
@@ -30,4 +27,6 @@ def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(ctx.finetune_recipe.seed)
         train_model(out, ctx.retain, ctx.finetune_recipe, device=ctx.device)
-    return out.cpu().eval()
+    epochs = ctx.finetune_recipe.epochs
+    stopped = f"{epochs} epoch{'' if epochs == 1 else 's'} of fine-tuning on the retain set"
+    return BaselineOutcome(out.cpu().eval(), stopped)

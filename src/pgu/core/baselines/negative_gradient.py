@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from pgu.core.baselines.no_projection import unprojected
 
 if TYPE_CHECKING:
-    from pgu.core.baselines import BaselineContext
+    from pgu.core.baselines.outcome import BaselineContext, BaselineOutcome
 
 
 def loss(logits: Tensor, y: Tensor, sample_id: Tensor) -> Tensor:
@@ -18,6 +18,6 @@ def loss(logits: Tensor, y: Tensor, sample_id: Tensor) -> Tensor:
     return -F.cross_entropy(logits, y)
 
 
-def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
+def run(model: nn.Module, ctx: BaselineContext) -> BaselineOutcome:
     """PGU's loop and stopping rule with the negative cross-entropy and no projection."""
     return unprojected(model, ctx, loss)

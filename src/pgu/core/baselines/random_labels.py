@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from pgu.core.baselines.no_projection import unprojected
 
 if TYPE_CHECKING:
-    from pgu.core.baselines import BaselineContext
+    from pgu.core.baselines.outcome import BaselineContext, BaselineOutcome
 
 _MIX = 0x9E3779B1  # odd multiplier: a fixed, well-spread pseudo-random offset per sample id
 
@@ -22,7 +22,7 @@ def wrong_labels(y: Tensor, sample_id: Tensor, num_classes: int, seed: int = 0) 
     return (y + offset) % num_classes
 
 
-def run(model: nn.Module, ctx: BaselineContext) -> nn.Module:
+def run(model: nn.Module, ctx: BaselineContext) -> BaselineOutcome:
     """PGU's loop and stopping rule with cross-entropy towards random wrong labels."""
     num_classes = ctx.forget.num_classes
     seed = ctx.config.seed
