@@ -14,8 +14,12 @@ from pgu.core.training import (
     accuracy_and_loss,
     apply_augmentation,
     augment,
+    draw_augmentation,
+    draw_epoch_augmentation,
     exponential_lr,
     fit_from_scratch,
+    resident,
+    train_model,
 )
 
 
@@ -77,6 +81,47 @@ def test_crop_takes_each_samples_window_of_the_padded_image():
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     for i, (dy, dx) in enumerate(offsets.tolist()):
         assert torch.equal(out[i], padded[i, :, dy : dy + 5, dx : dx + 7])
+
+
+@pytest.mark.parametrize("flip, padding", [(True, 2), (True, 0), (False, 3), (False, 0)])
+def test_an_epochs_draws_at_once_are_the_batch_by_batch_draws(flip, padding):
+    """Drawing a whole epoch's augmentation up front (one copy to a GPU) consumes the generator
+    as drawing batch by batch did, a short last batch included, so training keeps its bytes."""
+    n, batch = 23, 5
+    at_once = draw_epoch_augmentation(n, batch, padding, flip, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    each = [draw_augmentation(min(batch, n - s), padding, flip, g) for s in range(0, n, batch)]
+    for i, wanted in enumerate((flip, padding > 0)):
+        if not wanted:
+            assert at_once[i] is None
+            continue
+        assert at_once[i].shape[0] == n
+        assert torch.equal(at_once[i], torch.cat([e[i] for e in each]))
+    # and the generator stands where batch-by-batch drawing left it
+    g2 = torch.Generator().manual_seed(7)
+    draw_epoch_augmentation(n, batch, padding, flip, g2)
+    assert torch.equal(torch.rand(3, generator=g2), torch.rand(3, generator=g))
+
+
+def test_training_data_stays_where_it_is_off_a_gpu(digits):
+    assert resident(digits, "cpu") is digits
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_on_a_gpu_training_data_is_copied_there_once_and_training_still_learns():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 255, (300, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = (x.float().mean((1, 2, 3)) > 127).long()  # a learnable rule
+    data = SampleSet(x, y, torch.arange(300), torch.full((3,), 0.5), torch.full((3,), 0.25), 2)
+    on_gpu = resident(data, "cuda")
+    assert on_gpu.x.is_cuda and on_gpu.y.is_cuda and not on_gpu.sample_id.is_cuda
+    assert resident(on_gpu, "cuda") is on_gpu  # not copied again
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    recipe = TrainRecipe(epochs=3, batch_size=32, lr=0.05, crop_padding=1, horizontal_flip=True)
+    history = train_model(model, data, recipe, device="cuda")
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert not data.x.is_cuda  # the caller's set is untouched
 
 
 def test_recipe_rejects_unknown_parameters():

@@ -116,6 +116,26 @@ def draw_augmentation(
     return mask, offsets
 
 
+def draw_epoch_augmentation(
+    n: int, batch_size: int, padding: int, flip: bool, generator: torch.Generator
+) -> tuple[Tensor | None, Tensor | None]:
+    """:func:`draw_augmentation` for every batch of an epoch of ``n`` samples, in batch order
+    (so the generator gives the same values as drawing batch by batch), concatenated: (flip
+    mask (N,), offsets (N, 2)); rows ``start:start + batch_size`` are that batch's choices.
+
+    Drawn once an epoch so that they cross to a GPU in one copy, not in two a batch that each
+    wait for the device.
+    """
+    drawn = [
+        draw_augmentation(min(batch_size, n - start), padding, flip, generator)
+        for start in range(0, n, batch_size)
+    ]
+    return tuple(  # type: ignore[return-value]
+        torch.cat([d[i] for d in drawn]) if drawn and drawn[0][i] is not None else None
+        for i in range(2)
+    )
+
+
 def apply_augmentation(
     x: Tensor, choices: tuple[Tensor | None, Tensor | None], padding: int
 ) -> Tensor:
@@ -136,6 +156,27 @@ def apply_augmentation(
     return x
 
 
+def resident(data: SampleSet, device: str | torch.device) -> SampleSet:
+    """``data`` copied once to ``device`` when that is a CUDA device with room for it (its images
+    and labels within a quarter of the free memory), else ``data`` itself.
+
+    Batches are then gathered, normalised and augmented on the GPU. On the host those steps
+    took about 30 ms per batch of 256 CIFAR images on this project's 2-core CPU (13 ms to
+    gather and normalise, 16 to crop and flip), work a GPU training step would wait on; and the
+    uint8 images cross once (150 MB for CIFAR-10's 50,000) rather than as float32 batches every
+    epoch. On the CPU nothing changes, so neither do the bytes.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return data
+    if data.x.is_cuda and device.index in (None, data.x.device.index):
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    if data.x.nbytes + data.y.nbytes > free // 4:
+        return data  # (batches then cross one by one, as on any other device)
+    return data.to(device)
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, data: SampleSet, batch_size: int = 512, device: str | torch.device = "cpu"
@@ -149,6 +190,7 @@ def predict_logits(
     first = next(model.parameters(), None)
     home = first.device if first is not None else None
     model.to(device).eval()
+    data = resident(data, device)
     try:  # one copy to the host at the end: a copy per batch would wait on the device each time
         out = [model(x.to(device)).float() for x, _ in data.batches(batch_size)]
     finally:
@@ -198,6 +240,7 @@ def train_model(
     if len(train) == 0:
         raise ValueError("cannot train on an empty sample set")
     model.to(device)
+    train = resident(train, device)  # the CPU: as it is
     generator = torch.Generator().manual_seed(recipe.seed)
     optimiser = torch.optim.SGD(
         model.parameters(),
@@ -235,16 +278,24 @@ def train_model(
         # The same permutation and augmentation draws on every process: each takes its
         # contiguous shard of every global batch, so the samples seen per step do not depend
         # on the number of processes (with one process this is SampleSet.batches exactly).
-        order = torch.randperm(len(train), generator=generator)  # (N,)
+        # Everything an epoch draws crosses to the data's device once, before its first batch.
+        here = train.y.device
+        order = torch.randperm(len(train), generator=generator).to(here)  # (N,)
+        if augmenting:  # (N,) flips and (N, 2) offsets, rows in the order of ``order``
+            drawn = draw_epoch_augmentation(
+                len(train),
+                recipe.batch_size,
+                recipe.crop_padding,
+                recipe.horizontal_flip,
+                generator,
+            )
+            drawn = tuple(c.to(here) if c is not None else None for c in drawn)
         for start in range(0, len(train), recipe.batch_size):
             idx = order[start : start + recipe.batch_size]  # (B,) the global batch
             lo, hi = distributed.shard(len(idx))  # (0, B) with one process
             x, y = train.inputs(idx[lo:hi]), train.y[idx[lo:hi]]
             if augmenting:
-                choices = draw_augmentation(
-                    len(idx), recipe.crop_padding, recipe.horizontal_flip, generator
-                )
-                mine = tuple(c[lo:hi] if c is not None else None for c in choices)
+                mine = tuple(c[start + lo : start + hi] if c is not None else None for c in drawn)
                 x = apply_augmentation(x, mine, recipe.crop_padding)
             if has_bn and len(idx) // world < 2:
                 continue  # BatchNorm cannot train on a batch of one (on any process)
