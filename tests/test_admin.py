@@ -68,7 +68,9 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
     assert main(["file-request", "--ids", str(free), "--purpose", "depoison", *common]) == 0
     assert load_requests(folder)[-1].kind == "depoison"
     assert main(["file-request", "--classes", "0", "--purpose", "depoison", *common]) == 2
-    assert "sample_ids" in capsys.readouterr().err
+    assert "give them with --ids or --ids-file, not --classes" in capsys.readouterr().err
+    assert main(["file-request", "--note", "no ids", *common]) == 2  # in the options' words
+    assert "nothing to forget: give --ids, --ids-file" in capsys.readouterr().err
     assert len(load_requests(folder)) == 4  # the refused request left nothing behind
     # ids are checked against the index and the queue before anything is written
     files = sorted(p.name for p in folder.iterdir())

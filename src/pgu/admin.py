@@ -187,7 +187,17 @@ def _file(args: argparse.Namespace) -> Path:
         ids += sorted(rng.choice(pool, size=n, replace=False).tolist())
     names = _class_names(path) if args.classes else []
     classes = [c for text in args.classes or [] for c in _classes(text, names)]
-    check_new_request(ids, classes, args.purpose)  # its shape first, then its ids
+    # the shape of the request first, then its ids; in the words of this command's options
+    if not ids and not classes:
+        raise RequestError(
+            "nothing to forget: give --ids, --ids-file, --random-fraction or --classes"
+        )
+    if args.purpose == "depoison" and classes:
+        raise RequestError(
+            "--purpose depoison names mislabelled samples: give them with --ids or --ids-file, "
+            "not --classes"
+        )
+    check_new_request(ids, classes, args.purpose)
     new = DeletionRequest(args.id or "(new)", tuple(ids), tuple(classes), args.note, "")
     num_classes = int(index["label"].max()) + 1
     resolve(new, index, _already_requested(args.requests, index), num_classes)
