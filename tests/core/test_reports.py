@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pgu.core import audit, plots
-from pgu.core.audit import GOLD, _report
+from pgu.core.audit import GOLD, _report, named_classes
 
 SAME, OTHER = "a" * 64, "b" * 64
 
@@ -83,11 +83,17 @@ def test_a_class_report_shows_test_accuracy_on_the_removed_and_other_classes():
 
     samples = _report(_summary(), _ledger_row(), SECONDS)
     assert "removed classes" not in samples
-    assert "- kind: **classes** (classes [3])\n" in report
+    assert "- kind: **classes** (classes 3)\n" in report
     mixed = _report(
         {**_summary("classes", classes=(3,)), "n_named_ids": 20}, _ledger_row(), SECONDS
     )
-    assert "- kind: **classes** (classes [3] and 20 named sample ids)" in mixed
+    assert "- kind: **classes** (classes 3 and 20 named sample ids)" in mixed
+    # a class's name stands beside its label where the data named it, and only then
+    assert named_classes((3, 5), [str(i) for i in range(10)]) == {}  # digits
+    assert named_classes((0, 3), ["1", "2", "3", "4"]) == {"0": "1", "3": "4"}  # a CSV's 1..4
+    assert named_classes((3,), ["airplane", "automobile", "bird", "cat"]) == {"3": "cat"}
+    named = {**_summary("classes", classes=(3, 5)), "class_names": {"3": "cat"}}
+    assert "- kind: **classes** (classes 3 (cat), 5)\n" in _report(named, _ledger_row(), SECONDS)
 
 
 def test_a_weak_retrained_reference_is_called_out_above_the_verdicts():

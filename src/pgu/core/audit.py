@@ -347,6 +347,7 @@ def audit_request(
     ledger_row: dict,
     gold_cache: Path,
     device: torch.device,
+    class_names: Sequence[str] = (),
 ) -> dict:
     """Compare every model on request ``plan`` with the gold standard; write its report.
 
@@ -361,6 +362,8 @@ def audit_request(
         ledger_row: this request's ledger row (hashes, PGU's wall time).
         gold_cache: folder for this request's retrained model.
         device: where to compute.
+        class_names: the data's class names by label (as the data pipeline stored them), shown
+            beside a class request's labels where they say more than the number.
 
     Returns:
         The deterministic evaluation summary (also written as evaluation.json).
@@ -463,6 +466,7 @@ def audit_request(
         "n_forget": len(sets.forget),
         "n_retain": len(sets.retain),
         "classes": list(classes),
+        "class_names": named_classes(classes, class_names),
         "n_named_ids": len(request.sample_ids),  # beside the classes, in a mixed request
         "models": rows,
         "verdicts": {n: verdicts(r, tolerances) for n, r in rows.items() if n != GOLD},
@@ -568,13 +572,26 @@ def _weak_reference(rows: dict, classes: bool) -> list[str]:
     ]
 
 
+def named_classes(classes: Sequence[int], class_names: Sequence[str]) -> dict[str, str]:
+    """{label: name} for ``classes`` (labels as strings, as JSON keys are), keeping only names
+    that say more than the label: digits' classes are named "0" to "9", and a CSV's labels 1,
+    2, 3 stored as 0, 1, 2 keep their names "1", "2", "3"."""
+    return {
+        str(c): str(class_names[c])
+        for c in classes
+        if c < len(class_names) and str(class_names[c]) != str(c)
+    }
+
+
 def _kind_detail(summary: dict) -> str:
-    """' (classes [3] and 20 named sample ids)' for a class request; '' for samples only."""
+    """' (classes 3 (cat) and 20 named sample ids)' for a class request; '' for samples only."""
     if not summary["classes"]:
         return ""
     named = summary.get("n_named_ids", 0)  # absent from summaries written before it was kept
     also = f" and {named} named sample id{'' if named == 1 else 's'}" if named else ""
-    return f" (classes {summary['classes']}{also})"
+    names = summary.get("class_names", {})  # JSON keys are strings once read back
+    shown = [f"{c} ({names[str(c)]})" if str(c) in names else str(c) for c in summary["classes"]]
+    return f" (classes {', '.join(shown)}{also})"
 
 
 def _report(

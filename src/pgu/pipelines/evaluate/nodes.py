@@ -104,6 +104,7 @@ def evaluate_requests(
                 row,
                 gold_cache,
                 device,
+                class_names=samples.meta.get("classes") or (),
             )
         )
     if not summaries:
