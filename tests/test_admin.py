@@ -11,6 +11,7 @@ from pgu.admin import main
 from pgu.core.checkpoint import sha256_file
 from pgu.core.ledger import COLUMNS, append_row
 from pgu.core.requests import load_requests, read_queue
+from pgu.core.state import StateStore
 
 STATE_FILES = ("model.safetensors", "retain_stats.safetensors")
 
@@ -112,6 +113,19 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
     assert not files[("original", "retain_stats.safetensors")].exists()
     assert files[("req-0002", "model.safetensors")].exists()
     assert ledger.read_text().count("\nreq-0001,") == 1  # the ledger keeps its rows
+    # each deleted state file leaves a tombstone (when, and its md5), which a second purge
+    # leaves alone and which marks the state purged rather than lost
+    tombs = sorted(str(p.relative_to(states)) for p in states.rglob("*.purged"))
+    assert tombs == [
+        "original/retain_stats.safetensors.purged",
+        "req-0001/model.safetensors.purged",
+        "req-0001/retain_stats.safetensors.purged",
+    ]
+    md5 = hashlib.md5(b"req-0001/model.safetensors").hexdigest()
+    assert md5 in (states / "req-0001/model.safetensors.purged").read_text()
+    assert StateStore(states).purged("req-0001") and not StateStore(states).purged("req-0002")
+    assert main(args) == 0
+    assert sorted(str(p.relative_to(states)) for p in states.rglob("*.purged")) == tombs
 
 
 def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
@@ -309,6 +323,8 @@ def _queue_with_history(tmp_path: Path) -> tuple[Path, Path]:
     (data / "07_model_output/cgs_preview").mkdir(parents=True)
     (data / "07_model_output/cgs_preview/layers.csv").write_text("layer\n")
     (data / "02_intermediate" / "other.txt").write_text("not a request's")
+    # a purge's tombstone of R_full: the queue's, so it goes with it (a new queue collects R_full)
+    (data / "06_models/states/original/retain_stats.safetensors.purged").write_text("purged\n")
     return data, requests
 
 
@@ -325,7 +341,8 @@ def test_archive_moves_a_queue_s_whole_history_aside_and_starts_an_empty_queue(t
     out = capsys.readouterr().out
     (archive,) = (data / "archive").iterdir()  # <root>/archive/<UTC stamp>/
     stay = ("02_intermediate", "06_models/states/original", "06_models/retrained/.gitignore")
-    moved = {k for k in before if not k.startswith(stay)}
+    moved = {k for k in before if not k.startswith(stay) or k.endswith(".purged")}
+    assert "06_models/states/original/retain_stats.safetensors.purged" in moved
     # copied: the original the ledger's first request started from, the index its ids name
     copied = ["06_models/states/original/model.safetensors", "02_intermediate/sample_index.csv"]
     assert _tree(archive) == {k: before[k] for k in [*moved, *copied]}  # every byte, its path
@@ -433,7 +450,7 @@ def test_archive_does_not_pass_a_retrained_original_off_as_the_ledger_s(tmp_path
     assert main(["archive", "--requests", str(requests)]) == 0
     assert "not copied: " in capsys.readouterr().out
     (archive,) = (data / "archive").iterdir()
-    assert not (archive / "06_models/states/original").exists()
+    assert not (archive / "06_models/states/original/model.safetensors").exists()
     # verify reads an archive in place; it keeps no sample bundle, so the data check is skipped
     assert main(["verify", "--requests", str(archive / "01_raw/deletion_requests")]) == 1
     out = capsys.readouterr().out  # (1: these made-up ledger rows hash no real request file)

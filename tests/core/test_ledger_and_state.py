@@ -128,12 +128,66 @@ def test_the_data_check_reads_r_fulls_header_and_refuses_other_data(tmp_path, ca
         store.stats_meta("original")
 
 
-def test_a_purged_state_is_an_empty_folder_not_a_damaged_one(tmp_path):
+def test_a_purged_state_is_one_with_a_tombstone_not_a_missing_file(tmp_path):
     store = StateStore(tmp_path / "states")
     assert not store.purged("req-0001")  # never written: missing, not purged
     store.commit("req-0001", {"model.safetensors": b"m", "bases.safetensors": b"b"})
     assert not store.purged("req-0001")
     (store.path("req-0001") / "model.safetensors").unlink()
-    assert not store.purged("req-0001")  # a file gone beside others: damage
     (store.path("req-0001") / "bases.safetensors").unlink()
+    assert not store.purged("req-0001")  # emptied, as `dvc repro` does before a stage: not purged
+    (store.path("req-0001") / "model.safetensors.purged").write_text("purged\n")
     assert store.purged("req-0001")  # what `pgu-admin purge` leaves
+    assert not store.purged("req-0001", "retain_stats.safetensors")
+
+
+def _plan(rid: str, after: str):
+    import numpy as np
+
+    from pgu.core.deletion import RequestPlan
+    from pgu.core.requests import DeletionRequest
+
+    return RequestPlan(DeletionRequest(rid, (1,), (), "", ""), np.array([1]), after)
+
+
+def test_a_purged_state_is_not_rebuilt_by_a_replay(tmp_path):
+    """`dvc repro` replays a processed request whose files are missing: after `pgu-admin purge`
+    that would rebuild states that held removed samples, so the replay is refused (its own state
+    or its starting state purged); pending requests and unpurged replays go ahead."""
+    from pgu.core.deletion import check_not_purged
+    from pgu.core.requests import RequestError
+
+    store = StateStore(tmp_path / "states")
+    for name in ("req-0001", "req-0002", "req-0003"):
+        store.commit(name, {"model.safetensors": b"m", "retain_stats.safetensors": b"r"})
+    plans = [_plan("req-0001", "original"), _plan("req-0002", "req-0001")]
+    plans += [_plan("req-0003", "req-0002"), _plan("req-0004", "req-0003")]
+    done = {rid: {} for rid in ("req-0001", "req-0002", "req-0003")}
+    check_not_purged(store, plans, done)  # nothing purged: replays go ahead
+    for name in ("req-0001", "req-0002"):  # `dvc repro` deletes a stage's files first: no refusal
+        store.remove(name, keep=())
+    check_not_purged(store, plans, done)
+    for name in ("req-0001", "req-0002"):  # what the purge leaves: req-0003 served
+        (store.path(name) / "model.safetensors.purged").write_text("purged\n")
+    for refused, gone in ((plans[0], "req-0001"), (plans[1], "req-0002"), (plans[2], "req-0002")):
+        with pytest.raises(RequestError, match=f"deleted state {gone}") as err:
+            check_not_purged(store, [refused], done)
+        assert "dvc repro -s unlearn@<id>" in str(err.value)
+        assert f"delete the purge's tombstones {store.path(gone)}/*.purged" in str(err.value)
+    check_not_purged(store, plans[3:], done)  # the pending request starts from the served state
+
+
+def test_r_full_a_purge_deleted_is_not_collected_again(tmp_path):
+    from pgu.core.requests import RequestError
+    from pgu.core.state import check_statistics_not_purged
+
+    store = StateStore(tmp_path / "states")
+    check_statistics_not_purged(store)  # a first run: no states at all
+    store.commit("original", {"model.safetensors": b"m"})
+    check_statistics_not_purged(store)  # R_full missing, as `dvc repro` leaves it before a rerun
+    r_full = store.path("original") / "retain_stats.safetensors"
+    (store.path("original") / "retain_stats.safetensors.purged").write_text("purged\n")
+    with pytest.raises(RequestError, match="deleted by `pgu-admin purge`") as err:
+        check_statistics_not_purged(store)
+    assert "pgu-admin archive" in str(err.value) and f"delete {r_full}.purged" in str(err.value)
+    assert "dvc repro -s unlearn@<id>" in str(err.value)

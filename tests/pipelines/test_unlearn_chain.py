@@ -206,7 +206,6 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
     assert "data: the sample bundle and index are what R_full was collected over" in out[1]
     assert "forgotten ids: each processed request resolves" in out[3]
 
-    before = (project.path / STATES / "req-0001" / "model.safetensors").read_bytes()
     shutil.copy(
         project.path / STATES / "original/model.safetensors", project.path / STATES / "req-0001"
     )
@@ -225,8 +224,15 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
         in failed[2]
     )
 
-    (project.path / STATES / "req-0001" / "model.safetensors").write_bytes(before)
-    for name in ("model.safetensors", "retain_stats.safetensors", "bases.safetensors"):
-        (project.path / STATES / "req-0001" / name).unlink(missing_ok=True)  # as a purge leaves it
+    (project.path / STATES / "req-0001" / "model.safetensors").unlink()  # lost: no tombstone
+    assert main(["verify", "--requests", requests]) == 1
+    assert "state req-0001: its model is missing and `pgu-admin purge` left no tombstone" in (
+        capsys.readouterr().out
+    )
+    for name in ("retain_stats.safetensors", "bases.safetensors"):
+        (project.path / STATES / "req-0001" / name).unlink(missing_ok=True)  # an older purge's
     main(["verify", "--requests", requests])
+    assert "ok    state req-0001: purged" in capsys.readouterr().out
+    (project.path / STATES / "req-0001" / "model.safetensors.purged").write_text("purged\n")
+    main(["verify", "--requests", requests])  # today's purge leaves tombstones
     assert "ok    state req-0001: purged" in capsys.readouterr().out

@@ -37,7 +37,15 @@ from pgu.core.depoisoning import DepoisonConfig, accuracy, depoison, depoison_ba
 from pgu.core.ledger import LedgerError, append_row, latest_rows, read_ledger
 from pgu.core.representation import collect_representations, tracked_layers
 from pgu.core.requests import ORIGINAL, DeletionRequest, RequestError, resolve
-from pgu.core.state import BASES, MODEL, RETAIN_STATS, StateStore
+from pgu.core.state import (
+    BASES,
+    MODEL,
+    PROCESS_NEW,
+    PURGED_SUFFIX,
+    RETAIN_STATS,
+    StateStore,
+    Workspace,
+)
 from pgu.core.training import predict_logits
 from pgu.core.unlearning import UnlearnConfig, unlearn
 
@@ -292,6 +300,27 @@ def check_no_lost_rows(store: StateStore, plans: Sequence[RequestPlan], rows: di
         )
 
 
+def check_not_purged(store: StateStore, plans: Sequence[RequestPlan], rows: dict) -> None:
+    """Refuse to replay a request whose state, or whose starting state, `pgu-admin purge` deleted.
+
+    Purged states held samples that later requests removed: a replay (what `dvc repro` runs for
+    a stage whose files are missing) would rebuild them from the data.
+    """
+    for plan in plans:
+        rid = plan.request.id
+        if rid not in rows:
+            continue  # pending: its starting state is the served one, never purged
+        gone = [name for name in (rid, plan.after) if name != ORIGINAL and store.purged(name)]
+        if gone:
+            raise RequestError(
+                f"{rid} was processed and `pgu-admin purge` has deleted state {gone[0]} (it held "
+                f"samples later requests removed); replaying {rid} would rebuild it, so it is not "
+                f"replayed. {PROCESS_NEW} To rebuild it on purpose (an audit replay on this "
+                f"machine), delete the purge's tombstones {store.path(gone[0])}/*{PURGED_SUFFIX} "
+                "first"
+            )
+
+
 def stale_after(request_id: str, rows: dict[str, dict], row: dict) -> list[str]:
     """Processed requests that started from ``request_id``'s state as it was before ``row``.
 
@@ -541,17 +570,3 @@ def _depoison(
 
     result = depoison(model, bases, forget, val, config, device=device, observe=forget_acc)
     return result, bases, summary
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where requests, states, reports and the ledger live."""
-
-    requests_dir: Path
-    states: StateStore
-    reports_root: Path
-    ledger_path: Path
-
-    @classmethod
-    def at(cls, requests: str, states: str, reports: str, ledger: str) -> Workspace:
-        return cls(Path(requests), StateStore(states), Path(reports), Path(ledger))

@@ -3,7 +3,10 @@
 After request k is processed, the states before it (models that still carry the forgotten
 samples' influence, and statistics that include their contribution) are no longer served. The
 purge deletes them from the workspace and from DVC's cache, while the ledger keeps every hash,
-so an operator can prove what was served without keeping what was deleted.
+so an operator can prove what was served without keeping what was deleted. Each state file it
+deletes leaves a tombstone ``<file>.purged`` (when, and the file's DVC md5): `verify` tells a
+purged file from a lost one by it, and the representation and unlearn stages refuse to rebuild
+what it marks (`dvc repro` replays a stage whose files are missing).
 
 Kept: the latest state (the served model and the retain statistics the next request needs),
 and the original model, which is the *statistics model*: R_forget of every future request must
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pgu.core.checkpoint import sha256_file
@@ -31,7 +35,7 @@ from pgu.core.requests import (
     laid_out_beside,
     write_queue,
 )
-from pgu.core.state import MODEL, StateStore
+from pgu.core.state import MODEL, PURGED_SUFFIX, StateStore, tombstone
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
 
@@ -85,7 +89,11 @@ def purge_superseded(
         folder = states_root / name
         if folder.is_dir():
             keep = {MODEL} if name == ORIGINAL else set()
-            doomed += [f for f in sorted(folder.iterdir()) if f.is_file() and f.name not in keep]
+            doomed += [
+                f
+                for f in sorted(folder.iterdir())
+                if f.is_file() and f.name not in keep and not f.name.endswith(PURGED_SUFFIX)
+            ]
     retrained = states_root.parent / RETRAINED
     for name in processed[:-1]:
         doomed += _files(retrained / name)
@@ -117,6 +125,11 @@ def purge_superseded(
             f.unlink()
             if not shared:
                 cached.unlink(missing_ok=True)
+            if f.is_relative_to(states_root):  # a state's file: say it was purged, not lost
+                tombstone(f).write_text(
+                    f"deleted by pgu-admin purge at {datetime.now(UTC).isoformat()}; "
+                    f"DVC md5 {digest}\n"
+                )
     if not doomed:
         lines.append("nothing superseded is left on disk")
     return lines
@@ -160,6 +173,9 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     queue_file = requests_dir / QUEUE_FILE
     files = [f for f in _entries(requests_dir) if f.suffix == ".yml" and f != queue_file]
     models = _entries(states, (ORIGINAL,)) + _entries(states.parent / RETRAINED)
+    # the purge's tombstones in the original's folder belong to this queue: a new one collects
+    # R_full again (the representation stage refuses to while its tombstone is there)
+    models += sorted((states / ORIGINAL).glob(f"*{PURGED_SUFFIX}"))
     history = files + models + _entries(beside_requests(requests_dir, "08_reporting", "requests"))
     history += [ledger] if ledger.is_file() else []
     if not history:

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -30,12 +31,20 @@ from pgu.core.checkpoint import (
     load_tensors,
     model_from_bytes,
 )
+from pgu.core.requests import ORIGINAL, RequestError
 
 MODEL = "model.safetensors"
 RETAIN_STATS = "retain_stats.safetensors"
 BASES = "bases.safetensors"
+# `pgu-admin purge` leaves ``<file>.purged`` where it deleted a state's file
+PURGED_SUFFIX = ".purged"
 # the temporary folders of `StateStore.commit` (tempfile.mkdtemp adds 8 characters)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)\.[a-z0-9_]{8}$")
+
+
+def tombstone(path: Path) -> Path:
+    """The file `pgu-admin purge` leaves in place of ``path``."""
+    return path.with_name(path.name + PURGED_SUFFIX)
 
 
 def _without_hint(exc: Exception) -> str:
@@ -109,11 +118,12 @@ class StateStore:
         path = self.path(name) / RETAIN_STATS
         return file_meta(path) if path.is_file() else None
 
-    def purged(self, name: str) -> bool:
-        """Whether `pgu-admin purge` emptied the state's folder (a missing file beside others is
-        damage, which :func:`pgu.core.deletion.check_start_state` names)."""
-        folder = self.path(name)
-        return folder.is_dir() and not any(folder.iterdir())
+    def purged(self, name: str, filename: str = MODEL) -> bool:
+        """Whether `pgu-admin purge` deleted the state's ``filename``: it leaves a tombstone
+        ``<filename>.purged`` in its place (a file merely missing is damage, which
+        :func:`pgu.core.deletion.check_start_state` names; and `dvc repro` deletes a stage's
+        files before it runs the stage, so a missing file alone says nothing)."""
+        return tombstone(self.path(name) / filename).is_file()
 
     def commit(self, name: str, files: dict[str, bytes]) -> Path:
         """Atomically make ``files`` the complete content of state ``name``."""
@@ -175,3 +185,41 @@ class StateStore:
                     f.unlink()
                     removed.append(f)
         return removed
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where requests, states, reports and the ledger live."""
+
+    requests_dir: Path
+    states: StateStore
+    reports_root: Path
+    ledger_path: Path
+
+    @classmethod
+    def at(cls, requests: str, states: str, reports: str, ledger: str) -> Workspace:
+        return cls(Path(requests), StateStore(states), Path(reports), Path(ledger))
+
+
+PROCESS_NEW = (
+    "To process new requests, run `kedro run --pipelines unlearn` or `dvc repro -s unlearn@<id>` "
+    "(-s: that stage alone; `dvc repro` without it replays every stage whose files are missing, "
+    "the purged ones too)."
+)
+
+
+def check_statistics_not_purged(store: StateStore) -> None:
+    """Refuse to collect R_full again where `pgu-admin purge` deleted it.
+
+    R_full sums every training sample, those the processed requests removed included:
+    collecting it again would rebuild what the purge deleted. `pgu-admin archive` moves the
+    purge's tombstone away with the queue, so a new queue collects it as usual.
+    """
+    path = store.path(ORIGINAL) / RETAIN_STATS
+    if store.purged(ORIGINAL, RETAIN_STATS):
+        raise RequestError(
+            f"R_full ({path}) was deleted by `pgu-admin purge`: it sums the samples the processed "
+            f"requests removed, so it is not collected again. {PROCESS_NEW} To start over from "
+            f"the data, `pgu-admin archive` the queue first; to collect it again anyway, delete "
+            f"{tombstone(path)}"
+        )

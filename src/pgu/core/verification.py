@@ -37,7 +37,7 @@ from pgu.core.requests import (
     laid_out_beside,
     load_requests,
 )
-from pgu.core.state import MODEL, RETAIN_STATS, StateStore
+from pgu.core.state import MODEL, PURGED_SUFFIX, RETAIN_STATS, StateStore
 
 _FAILURES = (RequestError, LedgerError, CheckpointError, OSError, ValueError)
 
@@ -97,8 +97,20 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         f"the chain back to {ORIGINAL} is unbroken",
     )
     for rid in processed[:-1]:
-        if not (store.path(rid) / MODEL).is_file():
+        folder = store.path(rid)
+        if store.purged(rid) or (folder.is_dir() and not any(folder.iterdir())):
+            # (an empty folder: a purge from before purges left tombstones)
             results.append((True, f"state {rid}: purged (the ledger keeps its hashes)"))
+        elif not (store.path(rid) / MODEL).is_file():
+            results.append(
+                (
+                    False,
+                    f"state {rid}: its model is missing and `pgu-admin purge` left no tombstone "
+                    f"({MODEL}{PURGED_SUFFIX}): lost, not purged; restore it (`dvc checkout "
+                    f"{store.path(rid) / MODEL}`, your backup) or replay it (`dvc repro -s "
+                    f"unlearn@{rid}`)",
+                )
+            )
         else:
             check(lambda rid=rid: _check_state(store, rid, rows[rid]), f"state {rid}: as recorded")
     first = rows[processed[0]]

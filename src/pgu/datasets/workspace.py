@@ -13,8 +13,8 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from pgu.core.deletion import Workspace
 from pgu.core.ledger import read_ledger
+from pgu.core.state import Workspace
 
 
 class WorkspaceDataset(AbstractDataset):

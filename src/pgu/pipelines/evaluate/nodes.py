@@ -73,8 +73,8 @@ def evaluate_requests(
         )
         if gone:
             logger.warning(
-                "not audited: %s, whose model states `pgu-admin purge` deleted (audit a request "
-                "before purging it); the others are",
+                "not audited: %s, whose state or starting state `pgu-admin purge` deleted (audit "
+                "a request before purging it); the other processed requests are audited",
                 gone,
             )
             wanted -= set(gone)
@@ -107,7 +107,9 @@ def evaluate_requests(
                 class_names=samples.meta.get("classes") or (),
             )
         )
-    if not summaries:
+    if not summaries and processed:
+        logger.warning("no processed request could be audited (see above)")
+    elif not summaries:
         logger.warning("no processed request to evaluate; run `kedro run --pipelines unlearn`")
     return summaries
 

@@ -10,6 +10,7 @@ from torch import nn
 from pgu.core.checkpoint import TensorBundle, model_hash
 from pgu.core.data import SampleSet, data_fingerprint, excluded_train_ids, split_set
 from pgu.core.representation import collect_representations_sharded
+from pgu.core.state import Workspace, check_statistics_not_purged
 from pgu.core.training import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ def collect_full_statistics(
     index: pd.DataFrame,
     params: dict,
     train_params: dict | None = None,
+    workspace: Workspace | None = None,
 ) -> TensorBundle:
     """R_l = Σ a aᵀ per Conv2d/Linear layer over the samples the model trained on, once.
 
@@ -32,6 +34,8 @@ def collect_full_statistics(
         params: ``representation`` parameters (batch_size: samples per chunk, device).
         train_params: ``train`` parameters: the train split minus ``exclude_sample_ids`` is
             what the model trained on, so what R_full sums.
+        workspace: the request workspace: R_full that `pgu-admin purge` deleted while request
+            states exist is not collected again (it would sum the samples they removed).
 
     Returns:
         ``{layer: (d, d) float64}`` with metadata: stats_model_sha256, n_samples,
@@ -39,6 +43,8 @@ def collect_full_statistics(
         which every request checks its data against). Under ``torchrun`` the processes share
         the chunks; the bytes are those of one process.
     """
+    if workspace is not None:
+        check_statistics_not_purged(workspace.states)
     size = params["batch_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"representation.batch_size must be a positive integer, got {size!r}")

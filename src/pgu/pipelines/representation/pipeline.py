@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "sample_index",
                     "params:representation",
                     "params:train",
+                    "workspace",
                 ],
                 "representation_full",
                 name="collect_full_statistics",

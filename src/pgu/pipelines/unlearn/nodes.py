@@ -12,6 +12,7 @@ from pgu.core.deletion import (
     RequestPlan,
     Workspace,
     check_no_lost_rows,
+    check_not_purged,
     check_requests_unchanged,
     clean_leftovers,
     execute_request,
@@ -58,6 +59,7 @@ def process_requests(
         )
     done = latest_rows(ledger)
     check_no_lost_rows(workspace.states, plans, done)
+    check_not_purged(workspace.states, plans, done)
     rows = []
     for plan in plans:
         rows.append(
