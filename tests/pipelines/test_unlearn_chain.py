@@ -1,5 +1,6 @@
 """The audit trail is checked before it is built on: request files, state files, the ledger."""
 
+import json
 import logging
 import shutil
 
@@ -202,9 +203,34 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
     requests = str(project.path / REQUESTS)
     assert main(["verify", "--requests", requests]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 7 and all(line.startswith("ok") for line in out)
+    assert len(out) == 10 and all(line.startswith("ok") for line in out)
     assert "data: the sample bundle and index are what R_full was collected over" in out[1]
     assert "forgotten ids: each processed request resolves" in out[3]
+    assert "original model: the one the train stage wrote" in out[-2]
+    assert "R_full: the statistics req-0001 started from" in out[-1]
+
+    # the bases, R_full and the train stage's record are checked too
+    states, metrics = project.path / STATES, project.path / "data/08_reporting/train/metrics.json"
+    swaps = [
+        (states / "req-0002/bases.safetensors", states / "req-0001/bases.safetensors", "bases"),
+        (
+            states / "original/retain_stats.safetensors",
+            states / "req-0001/retain_stats.safetensors",
+            "as req-0001's input statistics",
+        ),
+    ]
+    for target, other, message in swaps:
+        kept = target.read_bytes()
+        shutil.copy(other, target)
+        assert main(["verify", "--requests", requests]) == 1
+        (failed,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("FAIL")]
+        assert str(target) in failed and message in failed
+        target.write_bytes(kept)
+    kept = metrics.read_text()
+    metrics.write_text(kept.replace(json.loads(kept)["model_sha256"], "0" * 64))
+    assert main(["verify", "--requests", requests]) == 1
+    assert "is not the model the train stage wrote" in capsys.readouterr().out
+    metrics.write_text(kept)
 
     shutil.copy(
         project.path / STATES / "original/model.safetensors", project.path / STATES / "req-0001"

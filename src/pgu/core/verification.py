@@ -9,12 +9,17 @@ Replaying requests reproduces their bytes only on the machine that wrote them (R
   ids its row hashed;
 - the served state's model and statistics are the files the ledger's chain ends in, and the
   chain is unbroken back to the original;
-- every earlier state still on disk is what its row recorded (a purged one is said to be);
-- the original model is the one the first request started from.
+- the served state's bases are the ones its row records;
+- every earlier state still on disk (model, statistics, bases) is what its row recorded (a
+  purged one is said to be, by the tombstones the purge left; a missing one fails);
+- the original model is the one the first request started from, and the one the train stage
+  wrote (its metrics, tracked in git, record the hash);
+- R_full, unless purged, is the statistics the first request started from.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +42,7 @@ from pgu.core.requests import (
     laid_out_beside,
     load_requests,
 )
-from pgu.core.state import MODEL, PURGED_SUFFIX, RETAIN_STATS, StateStore
+from pgu.core.state import BASES, MODEL, PURGED_SUFFIX, RETAIN_STATS, StateStore
 
 _FAILURES = (RequestError, LedgerError, CheckpointError, OSError, ValueError)
 
@@ -96,6 +101,16 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         f"served state {latest}: model and statistics are what the ledger's chain ends in, and "
         f"the chain back to {ORIGINAL} is unbroken",
     )
+    check(
+        lambda: _check_file(
+            store.path(latest) / BASES,
+            rows[latest]["bases_sha256"],
+            f"request {latest}'s bases_sha256",
+            f"restore it (`dvc checkout`, your backup), or replay {latest} (`dvc repro -s "
+            f"unlearn@{latest}`)",
+        ),
+        f"served state {latest}: its bases are the ones the ledger records",
+    )
     for rid in processed[:-1]:
         folder = store.path(rid)
         if store.purged(rid) or (folder.is_dir() and not any(folder.iterdir())):
@@ -124,7 +139,42 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         lambda: _check_file(original, first["input_model_sha256"], f"{processed[0]}'s input", fix),
         f"original model: the one {processed[0]} started from",
     )
+    # the train stage's metrics (tracked in git) name the model it wrote: an anchor outside the
+    # ledger, so a model damaged or swapped before any request (which the ledger would then
+    # record as the original) is caught too
+    metrics = beside_requests(requests_dir, "08_reporting", "train/metrics.json")
+    if metrics is not None and metrics.is_file() and original.is_file():
+        check(
+            lambda: _check_trained(original, metrics),
+            f"original model: the one the train stage wrote ({metrics})",
+        )
+    r_full = store.path(ORIGINAL) / RETAIN_STATS
+    if store.purged(ORIGINAL, RETAIN_STATS):
+        results.append((True, "R_full: purged (the ledger keeps its hash)"))
+    elif not r_full.is_file():  # an archive keeps no statistics
+        results.append((None, f"R_full: not checked (no {r_full})"))
+    else:
+        check(
+            lambda: _check_file(
+                r_full,
+                first["input_stats_sha256"],
+                f"{processed[0]}'s input statistics",
+                "restore it (`dvc checkout`, your backup), or collect it again with the original "
+                "model the ledger names (`kedro run --pipelines representation`)",
+            ),
+            f"R_full: the statistics {processed[0]} started from",
+        )
     return results
+
+
+def _check_trained(model: Path, metrics: Path) -> None:
+    recorded = json.loads(metrics.read_text()).get("model_sha256")
+    if recorded and sha256_file(model) != recorded:
+        raise CheckpointError(
+            f"{model} is not the model the train stage wrote ({metrics} records {recorded}): it "
+            "was damaged or replaced since; restore it (`dvc checkout`, your backup), or retrain "
+            "(`kedro run --pipelines train`) and replay the requests"
+        )
 
 
 def _check_ids(
@@ -160,7 +210,7 @@ def _check_state(store: StateStore, rid: str, row: pd.Series) -> None:
         f"restore it (`dvc checkout`, or your backup), or replay {rid} and the requests after it "
         f"(`kedro run --pipelines unlearn --params unlearn.request_id={rid}`, in queue order)"
     )
-    for filename, column in STATE_FILES:
+    for filename, column in (*STATE_FILES, (BASES, "bases_sha256")):
         _check_file(store.path(rid) / filename, row[column], f"request {rid}'s {column}", fix)
 
 
