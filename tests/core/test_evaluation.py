@@ -24,3 +24,9 @@ def test_the_other_classes_leave_out_classes_an_earlier_request_removed():
     metrics = evaluate_model(model, later).metrics
     assert metrics["test_other_acc"] == 1.0  # class 1 only: what a retrained model can get right
     assert metrics["test_forget_class_acc"] == 1.0 and metrics["test_acc"] == 4 / 6
+    # a sample request after a class removal: test accuracy on the classes left is kept too
+    samples = EvalSets(**{**sets.__dict__, "forget_classes": (), "removed_before": (0,)})
+    metrics = evaluate_model(model, samples).metrics
+    assert metrics["test_other_acc"] == 1.0 and "test_forget_class_acc" not in metrics
+    plain = EvalSets(**{**sets.__dict__, "forget_classes": ()})
+    assert "test_other_acc" not in evaluate_model(model, plain).metrics

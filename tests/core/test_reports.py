@@ -113,6 +113,16 @@ def test_a_weak_retrained_reference_is_called_out_above_the_verdicts():
     assert "reference is weak" not in _report(classes, _ledger_row(), SECONDS)
     classes["models"][GOLD]["test_other_acc"] = 0.90  # the original's 0.987
     assert "test accuracy on the other classes 90.0%" in _report(classes, _ledger_row(), SECONDS)
+    # a sample request after a class removal: the removed class's test samples, which only the
+    # original gets right, do not make the reference look weak
+    later = _summary()
+    later["models"][GOLD].update(test_acc=0.885, test_other_acc=0.985)
+    later["models"]["original"].update(test_acc=0.989, test_other_acc=0.989)
+    assert "reference is weak" not in _report(later, _ledger_row(), SECONDS)
+    later["models"][GOLD]["test_other_acc"] = 0.90
+    assert "test accuracy without the classes earlier requests removed 90.0%" in _report(
+        later, _ledger_row(), SECONDS
+    )
 
 
 def test_a_baseline_that_returned_its_start_model_is_marked():

@@ -73,11 +73,14 @@ def evaluate_model(
     for name in SETS:
         y = labels[name]
         m[f"{name}_acc"], m[f"{name}_loss"] = _acc(probs[name], y), _loss(probs[name], y)
-    if sets.forget_classes:
+    if sets.forget_classes or sets.removed_before:
+        # test accuracy on the classes no request (this one or an earlier one) removed: what a
+        # retrained model can still get right, and so what the original is compared with
         y_test = labels["test"]
-        gone = torch.isin(y_test, torch.tensor(sets.forget_classes))
+        gone = torch.isin(y_test, torch.tensor(sets.forget_classes, dtype=torch.long))
         others = ~gone & ~torch.isin(y_test, torch.tensor(sets.removed_before, dtype=torch.long))
-        m["test_forget_class_acc"] = _acc(probs["test"][gone], y_test[gone])
+        if sets.forget_classes:
+            m["test_forget_class_acc"] = _acc(probs["test"][gone], y_test[gone])
         m["test_other_acc"] = _acc(probs["test"][others], y_test[others])
     attack = entropy_attack(
         probs["retain"],
