@@ -72,6 +72,41 @@ def test_a_cached_retraining_is_reused_only_for_the_same_original(tmp_path):
     assert model_hash(other) == model_hash(first)
 
 
+def test_a_damaged_cached_retraining_is_trained_again_not_used(tmp_path, caplog):
+    """The cache records its model's sha256: bytes that no longer hash to it (garbled in place,
+    or another model copied over) are trained again, and the record of a cache from before
+    hashes were kept is completed on first read."""
+    import json
+    import logging
+
+    import numpy as np
+
+    from pgu.core.audit import gold_standard
+    from pgu.core.checkpoint import model_hash, model_spec
+    from pgu.core.training import TrainRecipe
+
+    data, index = _tiny_data()
+    spec = model_spec("mlp", (4,), 2, hidden=[8])
+    args = (np.array([0, 1]), data, index, spec, TrainRecipe(epochs=1, batch_size=16), "cpu")
+    cache, timing = tmp_path / "c", tmp_path / "t.json"
+    first, seconds = gold_standard(cache, timing, *args, lineage="a" * 64)
+    good = (cache / "model.safetensors").read_bytes()
+    info = json.loads((cache / "gold.json").read_text())
+    assert set(info) == {"key", "sha256"}
+    garbled = bytearray(good)
+    garbled[len(good) // 2 : len(good) // 2 + 64] = bytes(b ^ 0x5A for b in garbled[-64:])
+    (cache / "model.safetensors").write_bytes(bytes(garbled))
+    caplog.set_level(logging.WARNING, logger="pgu")
+    again, retrained = gold_standard(cache, timing, *args, lineage="a" * 64)
+    assert "is not the model" in caplog.text and retrained > 0 and retrained != seconds
+    assert model_hash(again) == model_hash(first)
+    assert (cache / "model.safetensors").read_bytes() == good  # the damaged file replaced
+    (cache / "gold.json").write_text(json.dumps({"key": info["key"]}))  # an older cache's record
+    _, cached = gold_standard(cache, timing, *args, lineage="a" * 64)
+    assert cached == retrained  # read, not trained, and its record completed
+    assert json.loads((cache / "gold.json").read_text()) == info
+
+
 def test_fine_tuning_does_not_depend_on_the_global_generator():
     """FT's dropout draws are seeded from its recipe: whatever ran before (a gold standard
     trained, or read from its cache) leaves the same result, and the caller's generator as

@@ -34,6 +34,7 @@ from pgu.core.checkpoint import (
     model_from_bytes,
     model_hash,
     model_to_bytes,
+    sha256_bytes,
 )
 from pgu.core.data import SampleSet, split_set
 from pgu.core.deletion import RequestPlan, Workspace, held_out
@@ -80,12 +81,35 @@ UNCHANGED = "(unchanged)"  # after the name of a model that returned its start m
 
 
 def _cached_model(folder: Path, key: str) -> bytes | None:
-    """The model bytes cached in ``folder`` if its recorded key is ``key``, else None."""
+    """The model bytes cached in ``folder`` if its recorded key is ``key`` and they hash to the
+    recorded sha256, else None (a damaged cache is logged and trained again)."""
     model_path, info_path = folder / "model.safetensors", folder / "gold.json"
-    if model_path.is_file() and info_path.is_file():
-        if json.loads(info_path.read_text()).get("key") == key:
-            return model_path.read_bytes()
-    return None
+    if not (model_path.is_file() and info_path.is_file()):
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        logger.warning("%s is unreadable: the model beside it is trained again", info_path)
+        return None
+    if not isinstance(info, dict) or info.get("key") != key:
+        return None
+    data = model_path.read_bytes()
+    digest = sha256_bytes(data)
+    if "sha256" not in info:  # cached before contents were hashed: record its hash now
+        _write_gold_info(info_path, key, digest)
+    elif info["sha256"] != digest:
+        logger.warning(
+            "%s is not the model %s recorded (damaged or replaced): it is trained again",
+            model_path,
+            info_path,
+        )
+        return None
+    return data
+
+
+def _write_gold_info(info_path: Path, key: str, digest: str) -> None:
+    """The cache's record: the key of what the model was trained from, and its bytes' sha256."""
+    atomic_write_bytes(info_path, json.dumps({"key": key, "sha256": digest}).encode())
 
 
 def gold_standard(
@@ -129,7 +153,7 @@ def gold_standard(
             logger.info("%s: the same model as %s, copied", label, donor)
             info_path.unlink(missing_ok=True)  # no key beside a half-replaced model
             atomic_write_bytes(model_path, data)
-            atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
+            _write_gold_info(info_path, key, sha256_bytes(data))
             return model_from_bytes(data, str(model_path)), math.nan
     train = split_set(samples, index, "train").without_ids(forgotten)
     logger.info("%s: training %s on %d samples", label, spec["name"], len(train))
@@ -137,8 +161,9 @@ def gold_standard(
     model, _ = fit_from_scratch(spec, train, recipe, device=device)
     seconds = time.perf_counter() - start
     info_path.unlink(missing_ok=True)  # a run killed between the two writes leaves no old key
-    atomic_write_bytes(model_path, model_to_bytes(model))
-    atomic_write_bytes(info_path, json.dumps({"key": key}).encode())
+    data = model_to_bytes(model)
+    atomic_write_bytes(model_path, data)
+    _write_gold_info(info_path, key, sha256_bytes(data))
     atomic_write_bytes(timing_path, json.dumps({"key": key, "seconds": seconds}).encode())
     return model, seconds
 
