@@ -298,3 +298,20 @@ def test_a_layer_with_one_input_feature_gets_its_basis(lean):
         assert {s["layer"]: s["frozen"] for s in summary}["one"] is (gamma == 1.0)
         stored = {name.removesuffix(".complement"): m for name, m in bases.items()}
         assert stored["one"].shape[0] == 1 and stored["one"].abs().sum() <= 1.0
+
+
+def test_retain_statistics_refuse_a_garbled_stored_matrix():
+    """Every stored R is exactly symmetric (symmetrised when written): a file garbled in place,
+    which safetensors still reads, is refused rather than symmetrised into other bases."""
+    from pgu.core.checkpoint import tensors_from_bytes, tensors_to_bytes
+
+    full = {"fc": random_psd(32, 40, seed=2)}
+    full["fc"] = (full["fc"] + full["fc"].T) / 2  # as stored
+    forget = {"fc": random_psd(32, 3, seed=3)}
+    data = bytearray(tensors_to_bytes(full, {}))
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0x5A for b in data[mid : mid + 64])
+    garbled, _ = tensors_from_bytes(bytes(data))
+    retain_statistics(full, forget)  # the intact file
+    with pytest.raises(ValueError, match="layer 'fc': the stored statistics .* not symmetric"):
+        retain_statistics(garbled, forget)

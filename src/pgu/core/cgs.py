@@ -62,8 +62,10 @@ def retain_statistics(
         ``{layer: (d, d) float64}`` equal to (A + A^T) / 2 with A = full - forget.
 
     Raises:
-        ValueError: the two mappings have different layers, a layer's shapes differ, or a
-            matrix has NaN or infinite entries (named: stored statistics or forget set).
+        ValueError: the two mappings have different layers, a layer's shapes differ, a stored
+            matrix is not exactly symmetric (a damaged file: every stored R is symmetrised when
+            written), or a matrix has NaN or infinite entries (named: stored statistics or
+            forget set).
     """
     missing = sorted(set(full) - set(forget))
     extra = sorted(set(forget) - set(full))
@@ -81,9 +83,17 @@ def retain_statistics(
                 f"forget shape {tuple(r_forget.shape)}"
             )
         where = r_full.device if device is None else torch.device(device)
-        a = r_full.to(where, torch.float64) - r_forget.to(where, torch.float64)  # (d, d)
+        stored = r_full.to(where, torch.float64)  # (d, d)
+        a = stored - r_forget.to(where, torch.float64)  # (d, d)
         if not torch.isfinite(a).all():  # NaN and inf survive the subtraction: one check
             _refuse_non_finite(name, r_full, r_forget)
+        if not torch.equal(stored, stored.T):  # every stored R is symmetrised when written
+            raise ValueError(
+                f"layer {name!r}: the stored statistics (R_full, or the previous request's "
+                "R_retain) are not symmetric, as every stored matrix is written: the file is "
+                "damaged. Restore it (`dvc checkout`, your backup); R_full can also be collected "
+                "again (`kedro run --pipelines representation`)."
+            )
         retain[name] = (a + a.T) / 2
     return retain
 
