@@ -63,6 +63,14 @@ def _copy_original(name: str):
     return tamper
 
 
+def _garble_original(p):
+    path = p / STATES / "original" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0x5A for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
+
+
 def _edit_ledger_hash(p):
     ledger = p / LEDGER
     row = read_ledger(ledger).iloc[-1]
@@ -92,8 +100,21 @@ def _edit_ledger_hash(p):
             lambda p: (p / LEDGER).unlink(),
             r"states of requests \['req-0002'\] exist but the ledger does not list them",
         ),
+        (
+            _garble_original,
+            r"damaged or retrained since the processed requests began: restore the original "
+            r".*`pgu-admin archive` this one first",
+        ),
     ],
-    ids=["model", "stats", "missing-stats", "ledger-hash", "ledger-truncated", "ledger-deleted"],
+    ids=[
+        "model",
+        "stats",
+        "missing-stats",
+        "ledger-hash",
+        "ledger-truncated",
+        "ledger-deleted",
+        "original-damaged",
+    ],
 )
 def test_a_state_or_ledger_that_does_not_match_is_refused(project, tamper, message):
     # filed first: filing reads the ledger too, and refuses a truncated one itself

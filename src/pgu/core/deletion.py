@@ -261,7 +261,8 @@ def check_start_state(
         if row is None or current in seen:
             raise LedgerError(
                 f"the ledger's chain from {name!r} back to {ORIGINAL!r} is broken at "
-                f"{current!r}; restore the ledger from git or your backup"
+                f"{current!r}; restore the ledger from your backup (it is in neither git nor DVC: "
+                'see README, "Auditing a queue")'
             )
         seen.add(current)
         before = str(row["input_state"])
@@ -397,17 +398,31 @@ def execute_request(
     stats_path = store.path(plan.after) / RETAIN_STATS
     stats_in_sha = sha256_file(stats_path) if stats_path.is_file() else None  # hashed once
     digests = {MODEL: sha256_bytes(model_in_bytes), RETAIN_STATS: stats_in_sha}
-    check_start_state(store, read_ledger(ledger_path), plan.after, digests)
+    ledger = read_ledger(ledger_path)
+    check_start_state(store, ledger, plan.after, digests)
     model = store.load_model(plan.after)
     stats_in = store.load_stats(plan.after)
     stats_model_sha = stats_in.meta.get("stats_model_sha256")
     stats_model_bytes = store.model_bytes(ORIGINAL)
     if sha256_bytes(stats_model_bytes) != stats_model_sha:
+        path = store.path(ORIGINAL) / MODEL
+        if ledger.empty:  # R_full alone rests on it: collecting it again is a fix
+            fix = (
+                "if you retrained it on purpose, collect R_full again (`kedro run --pipelines "
+                f"representation`); otherwise it was damaged: restore it (`dvc checkout {path}`, "
+                "your backup) or retrain it (`kedro run`)"
+            )
+        else:  # processed requests rest on it: collecting R_full again would not mend them
+            fix = (
+                "it was damaged or retrained since the processed requests began: restore the "
+                f"original they started from (`dvc checkout {path}`, your backup; its hash is "
+                "the ledger's first input_model_sha256). A model retrained on purpose starts a "
+                "new queue: `pgu-admin archive` this one first"
+            )
         raise CheckpointError(
-            f"the statistics of state {plan.after!r} were collected with model {stats_model_sha}, "
-            f"but states/{ORIGINAL}/{MODEL} is {sha256_bytes(stats_model_bytes)}: "
-            "R_full − R_forget would be inexact. Rerun `kedro run --pipelines representation` "
-            "and the requests."
+            f"the statistics of state {plan.after!r} were collected with the original model "
+            f"{stats_model_sha}, but {path} is now {sha256_bytes(stats_model_bytes)}, so "
+            f"R_full − R_forget would be inexact: {fix}"
         )
     stats_model = store.load_model(ORIGINAL)
 
