@@ -487,3 +487,22 @@ def test_withdraw_takes_a_pending_request_out_and_keeps_the_chain(tmp_path, caps
     assert _tree(folder) == before
     assert main([*withdraw, "req-0003"]) == 0  # the last one
     assert [r["id"] for r in read_queue(folder)] == ["req-0001"]
+
+
+def test_verify_does_not_pass_a_queue_whose_ledger_is_missing(tmp_path, capsys):
+    """An auditor with the repository alone has the requests and their reports (in git) but not
+    the ledger: verify says it cannot check the trail, rather than 'nothing processed'."""
+    data = tmp_path / "data"
+    requests = data / "01_raw" / "deletion_requests"
+    requests.mkdir(parents=True)
+    _index(tmp_path, name="data/02_intermediate/sample_index.csv")
+    assert main(["file-request", "--requests", str(requests), "--ids", "1,2"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--requests", str(requests)]) == 0  # filed, never processed
+    assert "no request processed yet" in capsys.readouterr().out
+    report = data / "08_reporting/requests/req-0001/metrics.json"
+    report.parent.mkdir(parents=True)
+    report.write_text("{}")  # what the unlearn stage writes for a request it processed
+    assert main(["verify", "--requests", str(requests)]) == 1
+    out = capsys.readouterr().out
+    assert "lists no request, but" in out and "['req-0001']" in out and "Auditing a queue" in out

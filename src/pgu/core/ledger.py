@@ -79,7 +79,7 @@ def _check_rows(path: Path) -> None:
         )
     fix = (
         "the ledger is append-only and every row is one whole CSV line: restore the file from "
-        "git or your backup (never edit it by hand), then rerun"
+        "your backup (never edit it by hand; it is in neither git nor DVC), then rerun"
     )
     if data and not data.endswith(b"\n"):
         raise LedgerError(f"{path}: the last row is incomplete (no line end); {fix}")

@@ -63,6 +63,25 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         return [(False, f"ledger {ledger_path}: {exc}")]
     processed = list(dict.fromkeys(ledger["request_id"].astype(str)))  # first-seen order
     if not processed:
+        # the unlearn stage writes a report per request it processes: reports without ledger
+        # rows mean a missing ledger (it is in neither git nor DVC), not an empty queue
+        reports = beside_requests(requests_dir, "08_reporting", "requests")
+        shown = sorted(
+            f.parent.name
+            for f in (reports.glob("*/metrics.json") if reports else [])
+            if f.is_file()
+        )
+        if shown:
+            return [
+                (
+                    False,
+                    f"ledger {ledger_path} lists no request, but {reports} holds the reports of "
+                    f"processed requests {shown}: the trail cannot be checked without the ledger "
+                    "that processed them. It is in neither git nor DVC: get it from the operator "
+                    '(README, "Auditing a queue"), or replay the queue here (`dvc repro`) to '
+                    "check this machine's own trail",
+                )
+            ]
         return [(True, f"ledger {ledger_path}: no request processed yet, nothing to verify")]
     rows = {rid: ledger[ledger["request_id"].astype(str) == rid].iloc[-1] for rid in processed}
     latest = processed[-1]
