@@ -1,4 +1,4 @@
-"""``pgu-admin``: file deletion requests and purge superseded states.
+"""``pgu-admin``: file, withdraw, verify, purge and archive deletion requests.
 
     pgu-admin file-request --ids 12,16,17 --note "ticket 4711"
     pgu-admin file-request --ids-file ids.txt

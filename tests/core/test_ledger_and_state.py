@@ -191,3 +191,13 @@ def test_r_full_a_purge_deleted_is_not_collected_again(tmp_path):
         check_statistics_not_purged(store)
     assert "pgu-admin archive" in str(err.value) and f"delete {r_full}.purged" in str(err.value)
     assert "dvc repro -s unlearn@<id>" in str(err.value)
+
+
+def test_a_committed_state_folder_is_readable_as_any_other_folder(tmp_path):
+    import os
+
+    store = StateStore(tmp_path / "states")
+    store.commit("req-0001", {"model.safetensors": b"m"})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (store.path("req-0001").stat().st_mode & 0o777) == 0o777 & ~mask  # not mkdtemp's 0700

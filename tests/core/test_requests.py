@@ -272,3 +272,18 @@ def test_later_plans_know_which_classes_earlier_requests_removed(tmp_path, index
     # the val split is ids 9 (label 0) and 11 (label 2)
     assert held_out(samples, index, plans[1]).sample_id.tolist() == [9, 11]
     assert held_out(samples, index, plans[3]).sample_id.tolist() == [9]
+
+
+def test_a_lost_queue_or_request_file_is_named_with_its_fix(tmp_path):
+    from pgu.core.requests import QUEUE_FILE, RequestError, file_request, load_requests
+
+    folder = tmp_path / "deletion_requests"
+    folder.mkdir()
+    file_request(folder, sample_ids=[1, 2])
+    file_request(folder, sample_ids=[3])
+    (folder / "req-0002.yml").unlink()
+    with pytest.raises(RequestError, match=r"have no file .*pgu-admin withdraw req-0002"):
+        load_requests(folder)
+    (folder / QUEUE_FILE).unlink()  # the files are there, their order is not
+    with pytest.raises(RequestError, match=r"queue.yml is missing, and it holds the order"):
+        load_requests(folder)

@@ -251,8 +251,17 @@ def load_requests(folder: str | Path) -> list[DeletionRequest]:
     files = _request_files(folder)
     missing = [q["id"] for q in queue if q["id"] not in files]
     if missing:
-        raise RequestError(f"{folder}: queued requests {missing} have no file <id>.yml")
+        raise RequestError(
+            f"{folder}: queued requests {missing} have no file <id>.yml; restore the files (`git "
+            "checkout`, your backup), or, for a request not yet processed, take it out of the "
+            f"queue (`pgu-admin withdraw {missing[0]}`)"
+        )
     unqueued = sorted(files - {q["id"] for q in queue})
+    if unqueued and not (folder / QUEUE_FILE).is_file():
+        raise RequestError(
+            f"{folder}: {QUEUE_FILE} is missing, and it holds the order of the requests "
+            f"{unqueued}: restore it (`git checkout -- {folder / QUEUE_FILE}`, your backup)"
+        )
     if unqueued:
         raise RequestError(
             f"{folder}: request files {unqueued} are not in {QUEUE_FILE}; file requests with "

@@ -42,6 +42,13 @@ PURGED_SUFFIX = ".purged"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)\.[a-z0-9_]{8}$")
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, so set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def tombstone(path: Path) -> Path:
     """The file `pgu-admin purge` leaves in place of ``path``."""
     return path.with_name(path.name + PURGED_SUFFIX)
@@ -129,6 +136,7 @@ class StateStore:
         """Atomically make ``files`` the complete content of state ``name``."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.new."))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the state from other users
         try:
             for filename, data in files.items():
                 with open(tmp / filename, "wb") as f:
