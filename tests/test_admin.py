@@ -75,7 +75,10 @@ def test_file_request_from_ids_classes_and_random_fraction(tmp_path, capsys):
     assert len(load_requests(folder)) == 4  # the refused request left nothing behind
     # ids are checked against the index and the queue before anything is written
     files = sorted(p.name for p in folder.iterdir())
-    for bad, message in (("1", "already forgotten"), ("999", "unknown sample ids")):
+    for bad, message in (
+        ("1", "already named by an earlier request"),
+        ("999", "unknown sample id"),
+    ):
         assert main(["file-request", "--ids", bad, *common]) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == files
@@ -282,10 +285,12 @@ def test_a_queue_is_checked_against_the_index_of_its_own_environment(tmp_path, m
     base.mkdir(parents=True)
     cifar.mkdir(parents=True)
     assert main(["file-request", "--ids", "5000"]) == 2
-    assert "unknown sample ids [5000]" in capsys.readouterr().err
+    assert "1 unknown sample id [5000]" in capsys.readouterr().err
     assert main(["file-request", "--ids", "5000", "--requests", str(cifar)]) == 0
     assert main(["file-request", "--ids", "5000", "--requests", str(cifar)]) == 2
-    assert "already forgotten" in capsys.readouterr().err  # cifar10's queue, cifar10's index
+    assert (
+        "already named by an earlier request" in capsys.readouterr().err
+    )  # cifar10's queue, cifar10's index
     assert main(["file-request", "--ids", "12"]) == 0
     assert [r.sample_ids for r in load_requests(cifar)] == [(5000,)]
     assert [r.sample_ids for r in load_requests(base)] == [(12,)]

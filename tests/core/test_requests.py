@@ -72,9 +72,10 @@ def test_resolve_checks_every_id(tmp_path, index):
     assert resolve(req("{classes: [0, 1]}"), index, none, 3).size == 6  # one class left to keep
     cases = [
         ("{sample_ids: [1, 1]}", none, "duplicate sample ids \\[1\\]"),
-        ("{sample_ids: [99]}", none, "unknown sample ids \\[99\\]"),
+        ("{sample_ids: [99]}", none, "1 unknown sample id \\[99\\]"),
+        (f"{{sample_ids: {list(range(100, 112))}}}", none, "12 unknown sample ids .* and more"),
         ("{sample_ids: [9]}", none, "val/test"),
-        ("{sample_ids: [2]}", np.array([2]), "already forgotten"),
+        ("{sample_ids: [2]}", np.array([2]), "already named by an earlier request"),
         ("{classes: [3]}", none, "out of range"),
         ("{classes: [-1]}", none, "out of range"),
         ("{classes: [0, 0]}", none, "listed twice"),

@@ -85,10 +85,10 @@ def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(proje
 @pytest.mark.parametrize(
     ("forget", "message"),
     [
-        ({"sample_ids": [10**6]}, "unknown sample ids"),
+        ({"sample_ids": [10**6]}, "unknown sample id"),
         ({"sample_ids": "val"}, "in the val/test splits"),
         ({"sample_ids": "dup"}, "duplicate sample ids"),
-        ({"sample_ids": "again"}, "already forgotten"),
+        ({"sample_ids": "again"}, "already named by an earlier request"),
         ({"classes": [10]}, "out of range"),
     ],
 )

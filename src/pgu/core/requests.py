@@ -304,7 +304,9 @@ def resolve(
     unknown = np.setdiff1d(uniq, known.index.to_numpy())
     if unknown.size:
         raise RequestError(
-            f"{where}: unknown sample ids {unknown[:10].tolist()} (not in the sample index; "
+            f"{where}: {unknown.size} unknown sample id{'' if unknown.size == 1 else 's'} "
+            f"{unknown[:10].tolist()}{' and more' if unknown.size > 10 else ''} (not in the "
+            "sample index; "
             "ids are the sample_id column of data/02_intermediate/sample_index.csv, or of "
             "data/02_intermediate/cifar10/sample_index.csv under `--env cifar10`; a queue filed "
             "against other data, such as the bundled digits examples, is set aside with "
@@ -323,7 +325,9 @@ def resolve(
     repeat = np.intersect1d(uniq, already_forgotten)
     if repeat.size:
         raise RequestError(
-            f"{where}: ids {repeat[:10].tolist()} were already forgotten by an earlier request"
+            f"{where}: ids {repeat[:10].tolist()} are already named by an earlier request of "
+            "the queue (processed, or pending and to be processed first): take them out of this "
+            "one; if the earlier request is pending and should not run, `pgu-admin withdraw` it"
         )
     bad = [c for c in request.classes if not 0 <= c < num_classes]
     if bad:
