@@ -62,6 +62,17 @@ def test_two_requests_chain_in_the_ledger_and_persist_no_forget_statistics(proje
     assert first["history"][0]["ref_val_acc"] == first["history"][0]["val_acc"]
     assert metrics["history"][0]["ref_val_acc"] == first["history"][0]["val_acc"]
     assert metrics["history"][0]["ref_val_loss"] == first["history"][0]["val_loss"]
+    # The report (tracked in git) carries the ledger's hashes, so the two can be tied together.
+    row = ledger.loc[1]
+    assert metrics["sha256"] == {
+        "request": row["request_sha256"],
+        "input_model": row["input_model_sha256"],
+        "input_stats": row["input_stats_sha256"],
+        "output_model": row["output_model_sha256"],
+        "output_retain_stats": row["output_stats_sha256"],
+        "output_bases": row["bases_sha256"],
+    }
+    assert metrics["environment"]["device"] == "cpu" and metrics["environment"]["torch"]
     # The report records the settings the request ran with, as the ledger records gamma.
     params = metrics["parameters"]
     assert params["cgs"]["gamma"] == ledger.loc[1, "gamma"]

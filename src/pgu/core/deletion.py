@@ -497,6 +497,20 @@ def execute_request(
         "val_acc_after": val_acc_after,
         "layers": layer_table,
         "history": result.history,
+        # the files it started from and wrote, as the ledger hashes them: this report is in git,
+        # the ledger is not, so an auditor with the repository alone can tie the two together
+        "sha256": {
+            "request": request.sha256,
+            "input_model": digests[MODEL],
+            "input_stats": stats_in_sha,
+            **{f"output_{k.split('.')[0]}": sha256_bytes(v) for k, v in files.items()},
+        },
+        # what the bytes depend on besides the inputs (README, "Determinism")
+        "environment": {
+            "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "device": torch.device(device).type,
+        },
         # what a replay needs besides the files the ledger hashes: the settings of this run
         "parameters": {
             "cgs": cgs_params,
