@@ -121,6 +121,7 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
     tombs = sorted(str(p.relative_to(states)) for p in states.rglob("*.purged"))
     assert tombs == [
         "original/retain_stats.safetensors.purged",
+        "req-0001/bases.safetensors.purged",  # (never written here: marked as gone)
         "req-0001/model.safetensors.purged",
         "req-0001/retain_stats.safetensors.purged",
     ]
@@ -129,6 +130,13 @@ def test_purge_deletes_superseded_states_and_their_cache_objects(tmp_path):
     assert StateStore(states).purged("req-0001") and not StateStore(states).purged("req-0002")
     assert main(args) == 0
     assert sorted(str(p.relative_to(states)) for p in states.rglob("*.purged")) == tombs
+    # a workspace an older purge emptied (no tombstones) is marked by the next purge
+    for tomb in states.rglob("*.purged"):
+        tomb.unlink()
+    assert not StateStore(states).purged("req-0001") and StateStore(states).emptied("req-0001")
+    assert main(args) == 0
+    assert sorted(str(p.relative_to(states)) for p in states.rglob("*.purged")) == tombs
+    assert "already gone" in (states / "req-0001/model.safetensors.purged").read_text()
 
 
 def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
@@ -153,7 +161,8 @@ def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
             objects[str(path.relative_to(retrained))] = obj
     args = ["purge", "--states", str(states), "--ledger", str(ledger), "--dvc-cache", str(cache)]
     assert main(args) == 0
-    left = sorted(str(p.relative_to(retrained)) for p in retrained.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(retrained)) for p in retrained.rglob("*") if p.is_file())
+    left = [f for f in files if not f.endswith(".purged")]
     assert left == [
         "req-0002/gold.json",
         "req-0002/model.safetensors",
@@ -161,6 +170,10 @@ def test_purge_deletes_evaluation_models_that_saw_forgotten_samples(tmp_path):
         "req-0002/shadow/1-without/model.safetensors",
     ]
     assert sorted(k for k, obj in objects.items() if obj.exists()) == left
+    # every deleted model leaves its tombstone: evaluate will not train it again
+    assert sorted(f for f in files if f.endswith(".purged")) == sorted(
+        f"{k}.purged" for k, obj in objects.items() if not obj.exists()
+    )
 
 
 def test_purge_keeps_a_cache_object_that_a_kept_file_shares(tmp_path):

@@ -142,3 +142,27 @@ def test_the_closure_sees_through_imports():
     files = _closure(set((SRC / "pgu" / "pipelines" / "unlearn").glob("*.py")))
     assert SRC / "pgu" / "core" / "losses.py" in files
     assert SRC / "pgu" / "core" / "sources.py" not in files
+
+
+def test_a_purge_s_tombstones_of_states_are_not_ignored_by_git(tmp_path):
+    """A clone must know what was purged on purpose: the tombstones of state files are
+    committed (git does not ignore them), in every environment's states folder."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    for path in (
+        "data/06_models/states/req-0001/model.safetensors.purged",
+        "data/06_models/cifar10/states/original/retain_stats.safetensors.purged",
+        "data/06_models/states/req-0001/model.safetensors",  # the state itself: DVC's
+    ):
+        ignored = (
+            subprocess.run(
+                ["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT, check=False
+            ).returncode
+            == 0
+        )
+        assert ignored == (not path.endswith(".purged")), path

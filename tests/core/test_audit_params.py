@@ -138,3 +138,25 @@ def test_fine_tuning_does_not_depend_on_the_global_generator():
         outs.append(run_baseline("ft", model, ctx).model.state_dict())
         assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_a_purged_retraining_is_not_trained_again(tmp_path):
+    """`pgu-admin purge` deletes evaluation models trained on removed samples and leaves a
+    tombstone: the audit refuses to train one again rather than rebuild what was purged."""
+    import numpy as np
+    import pytest
+
+    from pgu.core.audit import gold_standard
+    from pgu.core.checkpoint import model_spec
+    from pgu.core.requests import RequestError
+    from pgu.core.training import TrainRecipe
+
+    data, index = _tiny_data()
+    spec = model_spec("mlp", (4,), 2, hidden=[8])
+    args = (np.array([0, 1]), data, index, spec, TrainRecipe(epochs=1, batch_size=16), "cpu")
+    cache = tmp_path / "shadow" / "0-with"
+    cache.mkdir(parents=True)
+    (cache / "model.safetensors.purged").write_text("deleted by pgu-admin purge\n")
+    with pytest.raises(RequestError, match="deleted by `pgu-admin purge`.*delete .*purged"):
+        gold_standard(cache, tmp_path / "t.json", *args, label="shadow 0 (with)")
+    assert not (cache / "model.safetensors").exists()

@@ -175,6 +175,11 @@ def test_a_purged_state_is_not_rebuilt_by_a_replay(tmp_path):
         assert "dvc repro -s unlearn@<id>" in str(err.value)
         assert f"delete the purge's tombstones {store.path(gone)}/*.purged" in str(err.value)
     check_not_purged(store, plans[3:], done)  # the pending request starts from the served state
+    (store.path("req-0001") / "model.safetensors.purged").unlink()  # its own state not purged
+    store.path("original").mkdir()
+    (store.path("original") / "retain_stats.safetensors.purged").write_text("purged\n")
+    with pytest.raises(RequestError, match="has deleted R_full .*retain_stats.safetensors.purged"):
+        check_not_purged(store, [plans[0]], {"req-0001": {}})  # a replay from the original
 
 
 def test_r_full_a_purge_deleted_is_not_collected_again(tmp_path):

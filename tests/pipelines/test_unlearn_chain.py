@@ -279,7 +279,9 @@ def test_verify_checks_the_trail_from_hashes_and_names_what_broke(project, capsy
     for name in ("retain_stats.safetensors", "bases.safetensors"):
         (project.path / STATES / "req-0001" / name).unlink(missing_ok=True)  # an older purge's
     main(["verify", "--requests", requests])
-    assert "ok    state req-0001: purged" in capsys.readouterr().out
+    assert "skip  state req-0001: not checked: its folder is empty without the purge's" in (
+        capsys.readouterr().out
+    )
     (project.path / STATES / "req-0001" / "model.safetensors.purged").write_text("purged\n")
     main(["verify", "--requests", requests])  # today's purge leaves tombstones
     assert "ok    state req-0001: purged" in capsys.readouterr().out

@@ -46,8 +46,9 @@ from pgu.core.evaluation import (
     verdicts,
 )
 from pgu.core.metrics import entropy, softmax_outputs
-from pgu.core.requests import ORIGINAL
+from pgu.core.requests import ORIGINAL, RequestError
 from pgu.core.shadow import fit_shadow_attack
+from pgu.core.state import tombstone
 from pgu.core.training import TrainRecipe, fit_from_scratch
 from pgu.core.unlearning import UnlearnConfig
 
@@ -80,9 +81,11 @@ CLASS_COLUMNS = [
 UNCHANGED = "(unchanged)"  # after the name of a model that returned its start model unchanged
 
 
-def _cached_model(folder: Path, key: str) -> bytes | None:
+def _cached_model(folder: Path, key: str, own: bool = True) -> bytes | None:
     """The model bytes cached in ``folder`` if its recorded key is ``key`` and they hash to the
-    recorded sha256, else None (a damaged cache is logged and trained again)."""
+    recorded sha256, else None (a damaged cache is logged and trained again). A record from
+    before hashes were kept is completed, in the request's ``own`` cache only (another
+    request's cache is another DVC stage's output)."""
     model_path, info_path = folder / "model.safetensors", folder / "gold.json"
     if not (model_path.is_file() and info_path.is_file()):
         return None
@@ -96,7 +99,8 @@ def _cached_model(folder: Path, key: str) -> bytes | None:
     data = model_path.read_bytes()
     digest = sha256_bytes(data)
     if "sha256" not in info:  # cached before contents were hashed: record its hash now
-        _write_gold_info(info_path, key, digest)
+        if own:
+            _write_gold_info(info_path, key, digest)
     elif info["sha256"] != digest:
         logger.warning(
             "%s is not the model %s recorded (damaged or replaced): it is trained again",
@@ -148,13 +152,19 @@ def gold_standard(
             seconds = timing["seconds"] if timing.get("key") == key else math.nan
         return model_from_bytes(data, str(model_path)), seconds
     for donor in donors:
-        data = _cached_model(donor, key)
+        data = _cached_model(donor, key, own=False)
         if data is not None:
             logger.info("%s: the same model as %s, copied", label, donor)
             info_path.unlink(missing_ok=True)  # no key beside a half-replaced model
             atomic_write_bytes(model_path, data)
             _write_gold_info(info_path, key, sha256_bytes(data))
             return model_from_bytes(data, str(model_path)), math.nan
+    if tombstone(model_path).exists():  # a model trained on removed samples, purged
+        raise RequestError(
+            f"{label}: {model_path} was deleted by `pgu-admin purge` (it was trained on samples "
+            "requests removed), so it is not trained again; audit requests before purging. To "
+            f"train it again anyway, delete {tombstone(model_path)}"
+        )
     train = split_set(samples, index, "train").without_ids(forgotten)
     logger.info("%s: training %s on %d samples", label, spec["name"], len(train))
     start = time.perf_counter()

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from pgu.core.models import build_model
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)
+os.umask(UMASK)
 META_KEY = "pgu"  # one header key holding sorted JSON: header bytes do not depend on dict order
 RESTORE_HINT = "restore it with `dvc checkout`, or delete it and rerun the pipeline that writes it"
 
@@ -97,7 +97,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

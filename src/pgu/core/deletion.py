@@ -45,6 +45,7 @@ from pgu.core.state import (
     RETAIN_STATS,
     StateStore,
     Workspace,
+    tombstone,
 )
 from pgu.core.training import predict_logits
 from pgu.core.unlearning import UnlearnConfig, unlearn
@@ -302,7 +303,8 @@ def check_no_lost_rows(store: StateStore, plans: Sequence[RequestPlan], rows: di
 
 
 def check_not_purged(store: StateStore, plans: Sequence[RequestPlan], rows: dict) -> None:
-    """Refuse to replay a request whose state, or whose starting state, `pgu-admin purge` deleted.
+    """Refuse to replay a request whose state, or whose starting state, `pgu-admin purge` deleted
+    (from the original: R_full, which the replay reads).
 
     Purged states held samples that later requests removed: a replay (what `dvc repro` runs for
     a stage whose files are missing) would rebuild them from the data.
@@ -311,14 +313,20 @@ def check_not_purged(store: StateStore, plans: Sequence[RequestPlan], rows: dict
         rid = plan.request.id
         if rid not in rows:
             continue  # pending: its starting state is the served one, never purged
-        gone = [name for name in (rid, plan.after) if name != ORIGINAL and store.purged(name)]
-        if gone:
+        marks = {
+            f"state {name}": f"{store.path(name)}/*{PURGED_SUFFIX}"
+            for name in (rid, plan.after)
+            if name != ORIGINAL and store.purged(name)
+        }
+        if plan.after == ORIGINAL and store.purged(ORIGINAL, RETAIN_STATS):
+            marks["R_full"] = str(tombstone(store.path(ORIGINAL) / RETAIN_STATS))
+        if marks:
+            what, mark = next(iter(marks.items()))
             raise RequestError(
-                f"{rid} was processed and `pgu-admin purge` has deleted state {gone[0]} (it held "
-                f"samples later requests removed); replaying {rid} would rebuild it, so it is not "
+                f"{rid} was processed and `pgu-admin purge` has deleted {what} (it held samples "
+                f"later requests removed); replaying {rid} would rebuild it, so it is not "
                 f"replayed. {PROCESS_NEW} To rebuild it on purpose (an audit replay on this "
-                f"machine), delete the purge's tombstones {store.path(gone[0])}/*{PURGED_SUFFIX} "
-                "first"
+                f"machine), delete the purge's tombstones {mark} first"
             )
 
 
@@ -416,8 +424,8 @@ def execute_request(
             fix = (
                 "it was damaged or retrained since the processed requests began: restore the "
                 f"original they started from (`dvc checkout {path}`, your backup; its hash is "
-                "the ledger's first input_model_sha256). A model retrained on purpose starts a "
-                "new queue: `pgu-admin archive` this one first"
+                "the input_model_sha256 of the first request's latest ledger row). A model "
+                "retrained on purpose starts a new queue: `pgu-admin archive` this one first"
             )
         raise CheckpointError(
             f"the statistics of state {plan.after!r} were collected with the original model "

@@ -35,7 +35,7 @@ from pgu.core.requests import (
     laid_out_beside,
     write_queue,
 )
-from pgu.core.state import MODEL, PURGED_SUFFIX, StateStore, tombstone
+from pgu.core.state import BASES, MODEL, PURGED_SUFFIX, RETAIN_STATS, StateStore, tombstone
 
 RETRAINED = "retrained"  # the evaluation caches' folder, beside the states folder
 
@@ -98,6 +98,16 @@ def purge_superseded(
     for name in processed[:-1]:
         doomed += _files(retrained / name)
     doomed += [f for f in _files(retrained / latest / "shadow") if f.parent.name.endswith("-with")]
+    doomed = [f for f in doomed if not f.name.endswith(PURGED_SUFFIX)]  # a purge's own marks
+    # superseded state files already gone without a tombstone (a purge from before purges left
+    # them): marked now, so that the checks that refuse to rebuild purged files see them too
+    unmarked = [
+        folder / filename
+        for name, filenames in [(ORIGINAL, (RETAIN_STATS,)), *((n, _STATE) for n in processed[:-1])]
+        if (folder := states_root / name).is_dir()
+        for filename in filenames
+        if not (folder / filename).exists() and not tombstone(folder / filename).exists()
+    ]
     lines = [
         f"keeping {states_root / latest} (served) and {states_root / ORIGINAL / MODEL} "
         "(statistics model)"
@@ -122,15 +132,21 @@ def purge_superseded(
         else:
             lines.append(f"{verb} {f} and its DVC cache object {cached}")
         if not dry_run:
+            # the mark first: a purge interrupted after it leaves a purged file, not a lost one
+            tombstone(f).write_text(
+                f"deleted by pgu-admin purge at {datetime.now(UTC).isoformat()}; DVC md5 {digest}\n"
+            )
             f.unlink()
             if not shared:
                 cached.unlink(missing_ok=True)
-            if f.is_relative_to(states_root):  # a state's file: say it was purged, not lost
-                tombstone(f).write_text(
-                    f"deleted by pgu-admin purge at {datetime.now(UTC).isoformat()}; "
-                    f"DVC md5 {digest}\n"
-                )
-    if not doomed:
+    for f in unmarked:
+        lines.append(f"{'would mark' if dry_run else 'marked'} {f} as purged (already gone)")
+        if not dry_run:
+            tombstone(f).write_text(
+                f"already gone when pgu-admin purge ran at {datetime.now(UTC).isoformat()} (an "
+                "earlier purge's, from before purges left tombstones)\n"
+            )
+    if not doomed and not unmarked:
         lines.append("nothing superseded is left on disk")
     return lines
 
@@ -142,6 +158,9 @@ _QUEUE_OUTPUTS = (
     ("08_reporting", "latest_audit_mia.png"),
     ("07_model_output", "cgs_preview"),
 )
+
+
+_STATE = (MODEL, RETAIN_STATS, BASES)  # the files of a request's state
 
 
 def _entries(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
@@ -197,7 +216,11 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     if index.is_file() and files:
         copies.append((index, "the index its requests' ids name"))
     original = states / ORIGINAL / MODEL
-    first = read_ledger(ledger).iloc[0] if ledger.is_file() else None
+    table = read_ledger(ledger) if ledger.is_file() else None
+    first = None  # the first request's latest row: a replay appends rows with a new original
+    if table is not None and not table.empty:
+        ids = table["request_id"].astype(str)
+        first = table[ids == ids.iloc[0]].iloc[-1]
     if first is not None and original.is_file():
         if sha256_file(original) == first["input_model_sha256"]:
             copies.append((original, "the ledger's first request started from it"))

@@ -25,6 +25,7 @@ from torch import nn
 
 from pgu.core.checkpoint import (
     RESTORE_HINT,
+    UMASK,
     CheckpointError,
     TensorBundle,
     file_meta,
@@ -40,13 +41,6 @@ BASES = "bases.safetensors"
 PURGED_SUFFIX = ".purged"
 # the temporary folders of `StateStore.commit` (tempfile.mkdtemp adds 8 characters)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)\.[a-z0-9_]{8}$")
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, so set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def tombstone(path: Path) -> Path:
@@ -132,11 +126,17 @@ class StateStore:
         files before it runs the stage, so a missing file alone says nothing)."""
         return tombstone(self.path(name) / filename).is_file()
 
+    def emptied(self, name: str) -> bool:
+        """Whether the state's folder is there but empty: what a purge from before purges left
+        tombstones leaves (or a stage `dvc repro` deleted the outputs of and did not rerun)."""
+        folder = self.path(name)
+        return folder.is_dir() and not any(folder.iterdir())
+
     def commit(self, name: str, files: dict[str, bytes]) -> Path:
         """Atomically make ``files`` the complete content of state ``name``."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.new."))
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the state from other users
+        tmp.chmod(0o777 & ~UMASK)  # mkdtemp's 0700 would hide the state from other users
         try:
             for filename, data in files.items():
                 with open(tmp / filename, "wb") as f:

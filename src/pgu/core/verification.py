@@ -131,10 +131,17 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
         f"served state {latest}: its bases are the ones the ledger records",
     )
     for rid in processed[:-1]:
-        folder = store.path(rid)
-        if store.purged(rid) or (folder.is_dir() and not any(folder.iterdir())):
-            # (an empty folder: a purge from before purges left tombstones)
+        if store.purged(rid):
             results.append((True, f"state {rid}: purged (the ledger keeps its hashes)"))
+        elif store.emptied(rid):  # no tombstones: a purge from before purges left them?
+            results.append(
+                (
+                    None,
+                    f"state {rid}: not checked: its folder is empty without the purge's "
+                    f"tombstones (an older purge: run `pgu-admin purge` once to mark what it "
+                    f"deleted; otherwise it was lost: restore or replay it)",
+                )
+            )
         elif not (store.path(rid) / MODEL).is_file():
             results.append(
                 (
@@ -170,8 +177,8 @@ def verify_queue(requests_dir: str | Path) -> list[tuple[bool | None, str]]:
     r_full = store.path(ORIGINAL) / RETAIN_STATS
     if store.purged(ORIGINAL, RETAIN_STATS):
         results.append((True, "R_full: purged (the ledger keeps its hash)"))
-    elif not r_full.is_file():  # an archive keeps no statistics
-        results.append((None, f"R_full: not checked (no {r_full})"))
+    elif not r_full.is_file() and "archive" in requests_dir.parts:  # it keeps no statistics
+        results.append((None, f"R_full: not checked (an archive keeps none: no {r_full})"))
     else:
         check(
             lambda: _check_file(

@@ -13,6 +13,7 @@ from pgu.core.audit import audit_request, check_baseline_params, check_shadow_pa
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet, data_fingerprint
 from pgu.core.deletion import (
+    RequestPlan,
     Workspace,
     check_data_unchanged,
     check_requests_unchanged,
@@ -22,6 +23,7 @@ from pgu.core.deletion import (
 from pgu.core.ledger import read_ledger
 from pgu.core.requests import ORIGINAL, RequestError, load_requests
 from pgu.core.retention import RETRAINED
+from pgu.core.state import PURGED_SUFFIX
 from pgu.core.training import TrainRecipe, resolve_device
 from pgu.core.unlearning import UnlearnConfig
 
@@ -65,12 +67,17 @@ def evaluate_requests(
     device = resolve_device(params["device"])
     wanted = {p.request.id for p in plans if p.request.id in processed} if only is None else {only}
     if only is None:  # `pgu-admin purge` empties superseded states: those cannot be audited
-        gone = sorted(
-            p.request.id
-            for p in plans
-            if p.request.id in wanted
-            and any(workspace.states.purged(n) for n in (p.after, p.request.id) if n != ORIGINAL)
-        )
+        retrained = workspace.states.root.parent / RETRAINED
+
+        def purged(p: RequestPlan) -> bool:
+            """Its states, or the models its audit trains with its forget set, were purged
+            (tombstones; an empty state folder is an older purge's)."""
+            states = [n for n in (p.after, p.request.id) if n != ORIGINAL]
+            return any(
+                workspace.states.purged(n) or workspace.states.emptied(n) for n in states
+            ) or any((retrained / p.request.id).rglob(f"*{PURGED_SUFFIX}"))
+
+        gone = sorted(p.request.id for p in plans if p.request.id in wanted and purged(p))
         if gone:
             logger.warning(
                 "not audited: %s, whose state or starting state `pgu-admin purge` deleted (audit "
