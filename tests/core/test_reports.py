@@ -119,6 +119,11 @@ def test_a_weak_retrained_reference_is_called_out_above_the_verdicts():
     later["models"][GOLD].update(test_acc=0.885, test_other_acc=0.985)
     later["models"]["original"].update(test_acc=0.989, test_other_acc=0.989)
     assert "reference is weak" not in _report(later, _ledger_row(), SECONDS)
+    header = next(
+        line for line in _report(later, _ledger_row(), SECONDS).splitlines() if "|" in line
+    )
+    assert "| test acc % | test acc without removed classes % |" in header  # the figure quoted
+    assert "without removed classes" not in _report(_summary(), _ledger_row(), SECONDS)
     later["models"][GOLD]["test_other_acc"] = 0.90
     assert "test accuracy without the classes earlier requests removed 90.0%" in _report(
         later, _ledger_row(), SECONDS

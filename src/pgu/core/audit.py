@@ -347,9 +347,11 @@ def _markdown_table(
     unchanged: Sequence[str] = (),
 ) -> str:
     columns = list(COLUMNS)
+    at = columns.index(("test_acc", "test acc %")) + 1
     if classes:
-        at = columns.index(("test_acc", "test acc %")) + 1
         columns[at:at] = CLASS_COLUMNS
+    elif any("test_other_acc" in row for row in rows.values()):  # after a class removal
+        columns[at:at] = [("test_other_acc", "test acc without removed classes %")]
     head = "| model | " + " | ".join(label for _, label in columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 1)]
     for name, row in rows.items():
