@@ -3,10 +3,10 @@
 After request k is processed, the states before it (models that still carry the forgotten
 samples' influence, and statistics that include their contribution) are no longer served. The
 purge deletes them from the workspace and from DVC's cache, while the ledger keeps every hash,
-so an operator can prove what was served without keeping what was deleted. Each state file it
+so an operator can prove what was served without keeping what was deleted. Each file it
 deletes leaves a tombstone ``<file>.purged`` (when, and the file's DVC md5): `verify` tells a
-purged file from a lost one by it, and the representation and unlearn stages refuse to rebuild
-what it marks (`dvc repro` replays a stage whose files are missing).
+purged state from a lost one by it, and the representation, unlearn and evaluate stages refuse
+to rebuild what it marks (`dvc repro` replays a stage whose files are missing).
 
 Kept: the latest state (the served model and the retain statistics the next request needs),
 and the original model, which is the *statistics model*: R_forget of every future request must
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pgu.core.checkpoint import sha256_file
 from pgu.core.deletion import check_start_state
-from pgu.core.ledger import LedgerError, read_ledger
+from pgu.core.ledger import LedgerError, latest_rows, read_ledger
 from pgu.core.requests import (
     ORIGINAL,
     QUEUE_FILE,
@@ -89,11 +89,7 @@ def purge_superseded(
         folder = states_root / name
         if folder.is_dir():
             keep = {MODEL} if name == ORIGINAL else set()
-            doomed += [
-                f
-                for f in sorted(folder.iterdir())
-                if f.is_file() and f.name not in keep and not f.name.endswith(PURGED_SUFFIX)
-            ]
+            doomed += [f for f in sorted(folder.iterdir()) if f.is_file() and f.name not in keep]
     retrained = states_root.parent / RETRAINED
     for name in processed[:-1]:
         doomed += _files(retrained / name)
@@ -133,18 +129,17 @@ def purge_superseded(
             lines.append(f"{verb} {f} and its DVC cache object {cached}")
         if not dry_run:
             # the mark first: a purge interrupted after it leaves a purged file, not a lost one
-            tombstone(f).write_text(
-                f"deleted by pgu-admin purge at {datetime.now(UTC).isoformat()}; DVC md5 {digest}\n"
-            )
+            _mark_purged(f, f"deleted by pgu-admin purge at {{}}; DVC md5 {digest}")
             f.unlink()
             if not shared:
                 cached.unlink(missing_ok=True)
     for f in unmarked:
         lines.append(f"{'would mark' if dry_run else 'marked'} {f} as purged (already gone)")
         if not dry_run:
-            tombstone(f).write_text(
-                f"already gone when pgu-admin purge ran at {datetime.now(UTC).isoformat()} (an "
-                "earlier purge's, from before purges left tombstones)\n"
+            _mark_purged(
+                f,
+                "already gone when pgu-admin purge ran at {} (an earlier purge's, from before "
+                "purges left tombstones)",
             )
     if not doomed and not unmarked:
         lines.append("nothing superseded is left on disk")
@@ -161,6 +156,21 @@ _QUEUE_OUTPUTS = (
 
 
 _STATE = (MODEL, RETAIN_STATS, BASES)  # the files of a request's state
+
+
+def purged_for_audit(store: StateStore, request_id: str, after: str) -> bool:
+    """Whether auditing ``request_id`` needs what `pgu-admin purge` deleted: its state or its
+    starting state (by their tombstones; an empty folder is a purge's from before tombstones),
+    or the evaluation models trained with its forget set (which an audit would train again)."""
+    states = [n for n in (after, request_id) if n != ORIGINAL]
+    if any(store.purged(n) or store.emptied(n) for n in states):
+        return True
+    return any((store.root.parent / RETRAINED / request_id).rglob(f"*{PURGED_SUFFIX}"))
+
+
+def _mark_purged(path: Path, why: str) -> None:
+    """Leave ``path``'s tombstone, saying ``why`` (``{}`` is replaced by the UTC time)."""
+    tombstone(path).write_text(why.format(datetime.now(UTC).isoformat()) + "\n")
 
 
 def _entries(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
@@ -216,11 +226,9 @@ def archive_queue(requests_dir: str | Path, stamp: str, dry_run: bool = False) -
     if index.is_file() and files:
         copies.append((index, "the index its requests' ids name"))
     original = states / ORIGINAL / MODEL
-    table = read_ledger(ledger) if ledger.is_file() else None
-    first = None  # the first request's latest row: a replay appends rows with a new original
-    if table is not None and not table.empty:
-        ids = table["request_id"].astype(str)
-        first = table[ids == ids.iloc[0]].iloc[-1]
+    # the first request's latest row (a replay appends rows with a new original)
+    rows = latest_rows(read_ledger(ledger)) if ledger.is_file() else {}
+    first = next(iter(rows.values()), None)
     if first is not None and original.is_file():
         if sha256_file(original) == first["input_model_sha256"]:
             copies.append((original, "the ledger's first request started from it"))

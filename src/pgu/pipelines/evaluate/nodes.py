@@ -13,7 +13,6 @@ from pgu.core.audit import audit_request, check_baseline_params, check_shadow_pa
 from pgu.core.checkpoint import TensorBundle
 from pgu.core.data import SampleSet, data_fingerprint
 from pgu.core.deletion import (
-    RequestPlan,
     Workspace,
     check_data_unchanged,
     check_requests_unchanged,
@@ -22,8 +21,7 @@ from pgu.core.deletion import (
 )
 from pgu.core.ledger import read_ledger
 from pgu.core.requests import ORIGINAL, RequestError, load_requests
-from pgu.core.retention import RETRAINED
-from pgu.core.state import PURGED_SUFFIX
+from pgu.core.retention import RETRAINED, purged_for_audit
 from pgu.core.training import TrainRecipe, resolve_device
 from pgu.core.unlearning import UnlearnConfig
 
@@ -67,21 +65,15 @@ def evaluate_requests(
     device = resolve_device(params["device"])
     wanted = {p.request.id for p in plans if p.request.id in processed} if only is None else {only}
     if only is None:  # `pgu-admin purge` empties superseded states: those cannot be audited
-        retrained = workspace.states.root.parent / RETRAINED
-
-        def purged(p: RequestPlan) -> bool:
-            """Its states, or the models its audit trains with its forget set, were purged
-            (tombstones; an empty state folder is an older purge's)."""
-            states = [n for n in (p.after, p.request.id) if n != ORIGINAL]
-            return any(
-                workspace.states.purged(n) or workspace.states.emptied(n) for n in states
-            ) or any((retrained / p.request.id).rglob(f"*{PURGED_SUFFIX}"))
-
-        gone = sorted(p.request.id for p in plans if p.request.id in wanted and purged(p))
+        gone = sorted(
+            p.request.id
+            for p in plans
+            if p.request.id in wanted and purged_for_audit(workspace.states, p.request.id, p.after)
+        )
         if gone:
             logger.warning(
-                "not audited: %s, whose state or starting state `pgu-admin purge` deleted (audit "
-                "a request before purging it); the other processed requests are audited",
+                "not audited: %s, whose states or evaluation models `pgu-admin purge` deleted "
+                "(audit a request before purging it); the other processed requests are audited",
                 gone,
             )
             wanted -= set(gone)
